@@ -1,0 +1,1 @@
+//! deepsearch-coordinator (under construction)

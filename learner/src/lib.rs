@@ -1,0 +1,1 @@
+//! deepsearch-learner (under construction)

@@ -1,0 +1,217 @@
+//! The model configuration, read from a Hugging Face `config.json` (Qwen2 architecture) and
+//! `generation_config.json`. Unknown fields are ignored (HF configs carry many); the fields the
+//! forward pass needs are validated with errors that name the file and the field.
+
+use crate::error::{PolicyError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Qwen2 hyper-parameters, with HF field names so the file round-trips.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Qwen2Config {
+    pub vocab_size: i64,
+    pub hidden_size: i64,
+    pub intermediate_size: i64,
+    pub num_hidden_layers: i64,
+    pub num_attention_heads: i64,
+    pub num_key_value_heads: i64,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: i64,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Per-head dimension; HF derives it as hidden_size / num_attention_heads when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_token_id: Option<i64>,
+    /// An id or a list of ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<serde_json::Value>,
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torch_dtype: Option<String>,
+}
+
+fn default_max_pos() -> i64 {
+    32768
+}
+fn default_rope_theta() -> f64 {
+    10000.0
+}
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_act() -> String {
+    "silu".into()
+}
+fn default_init_range() -> f64 {
+    0.02
+}
+
+/// Reads and parses a JSON file, naming it in errors.
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })?;
+    serde_json::from_str(&text)
+        .map_err(|e| PolicyError::Json { path: path.to_path_buf(), msg: e.to_string() })
+}
+
+/// Extracts a list of ids from a JSON id-or-list value.
+pub(crate) fn ids_of(v: &serde_json::Value) -> Vec<i64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_i64().into_iter().collect(),
+        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_i64()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Qwen2Config {
+    /// Loads `config.json`; every missing or ill-typed field is reported by name.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let value = read_json(path)?;
+        let obj = value.as_object().ok_or_else(|| PolicyError::Json {
+            path: path.to_path_buf(),
+            msg: "expected a JSON object".into(),
+        })?;
+        for field in [
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+        ] {
+            if !obj.contains_key(field) {
+                return Err(PolicyError::Config {
+                    path: path.to_path_buf(),
+                    field: field.into(),
+                    msg: "missing".into(),
+                });
+            }
+        }
+        let mut value = value.clone();
+        // HF defaults num_key_value_heads to num_attention_heads when absent.
+        if !obj.contains_key("num_key_value_heads") {
+            value["num_key_value_heads"] = obj["num_attention_heads"].clone();
+        }
+        let cfg: Qwen2Config = serde_json::from_value(value).map_err(|e| {
+            let msg = e.to_string();
+            let field = msg.split('`').nth(1).unwrap_or("?").to_string();
+            PolicyError::Config { path: path.to_path_buf(), field, msg }
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Checks the shape constraints the forward pass relies on.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |field: &str, msg: String| PolicyError::Config {
+            path: path.to_path_buf(),
+            field: field.into(),
+            msg,
+        };
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v <= 0 {
+                return Err(bad(field, format!("must be positive, got {v}")));
+            }
+        }
+        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+            return Err(bad(
+                "hidden_size",
+                format!(
+                    "{} is not divisible by num_attention_heads {}",
+                    self.hidden_size, self.num_attention_heads
+                ),
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return Err(bad("head_dim", format!("{} must be even for RoPE", self.head_dim())));
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(bad(
+                "num_key_value_heads",
+                format!(
+                    "{} does not divide num_attention_heads {}",
+                    self.num_key_value_heads, self.num_attention_heads
+                ),
+            ));
+        }
+        if self.hidden_act != "silu" {
+            return Err(bad("hidden_act", format!("only silu is supported, got {}", self.hidden_act)));
+        }
+        if !(self.rope_theta > 0.0) || !(self.rms_norm_eps > 0.0) {
+            return Err(bad("rope_theta", "rope_theta and rms_norm_eps must be positive".into()));
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> i64 {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// End-of-sequence ids declared in config.json.
+    pub fn eos_ids(&self) -> Vec<i64> {
+        self.eos_token_id.as_ref().map(ids_of).unwrap_or_default()
+    }
+
+    /// A small configuration for tests and the embedded default.
+    pub fn tiny(vocab_size: i64) -> Self {
+        Qwen2Config {
+            vocab_size,
+            hidden_size: 64,
+            intermediate_size: 176,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            max_position_embeddings: 1024,
+            rope_theta: 10000.0,
+            rms_norm_eps: 1e-6,
+            tie_word_embeddings: true,
+            hidden_act: "silu".into(),
+            head_dim: None,
+            bos_token_id: None,
+            eos_token_id: None,
+            initializer_range: 0.02,
+            torch_dtype: Some("float32".into()),
+        }
+    }
+}
+
+/// The parts of `generation_config.json` the engine uses.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerationConfig {
+    pub eos_token_ids: Vec<i64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+}
+
+impl GenerationConfig {
+    /// Reads `generation_config.json` if present (it is optional in HF folders).
+    pub fn from_file(path: &Path) -> Result<Option<Self>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let v = read_json(path)?;
+        Ok(Some(GenerationConfig {
+            eos_token_ids: v.get("eos_token_id").map(ids_of).unwrap_or_default(),
+            temperature: v.get("temperature").and_then(|x| x.as_f64()),
+            top_p: v.get("top_p").and_then(|x| x.as_f64()),
+            top_k: v.get("top_k").and_then(|x| x.as_i64()),
+        }))
+    }
+}

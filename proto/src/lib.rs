@@ -1,0 +1,1 @@
+//! deepsearch-proto (under construction)
