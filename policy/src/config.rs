@@ -72,6 +72,100 @@ pub(crate) fn ids_of(v: &serde_json::Value) -> Vec<i64> {
     }
 }
 
+/// Maps the newer transformers (>= 5) spellings onto the fields this struct reads, and rejects
+/// variants the forward pass does not implement (scaled RoPE, sliding-window attention) instead
+/// of silently running a different model.
+fn normalize_hf_fields(
+    path: &Path,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    value: &mut serde_json::Value,
+) -> Result<()> {
+    let unsupported = |field: &str, msg: String| PolicyError::Config {
+        path: path.to_path_buf(),
+        field: field.into(),
+        msg,
+    };
+    // transformers 5 writes `rope_parameters: {rope_theta, rope_type}`; older ones `rope_theta`
+    // plus an optional `rope_scaling`.
+    for field in ["rope_parameters", "rope_scaling"] {
+        let Some(rope) = obj.get(field).filter(|v| !v.is_null()) else { continue };
+        let kind = rope.get("rope_type").or_else(|| rope.get("type")).and_then(|t| t.as_str());
+        if let Some(kind) = kind.filter(|k| *k != "default") {
+            return Err(unsupported(field, format!("rope type `{kind}` is not supported (only default)")));
+        }
+        if let Some(theta) = rope.get("rope_theta").filter(|_| !obj.contains_key("rope_theta")) {
+            value["rope_theta"] = theta.clone();
+        }
+    }
+    if obj.get("use_sliding_window").and_then(|v| v.as_bool()) == Some(true) {
+        return Err(unsupported("use_sliding_window", "sliding-window attention is not supported".into()));
+    }
+    if let Some(types) = obj.get("layer_types").and_then(|v| v.as_array()) {
+        if let Some(t) = types.iter().find(|t| t.as_str() != Some("full_attention")) {
+            return Err(unsupported("layer_types", format!("layer type {t} is not supported")));
+        }
+    }
+    // transformers 5 renamed `torch_dtype` to `dtype`.
+    if !obj.contains_key("torch_dtype") {
+        if let Some(d) = obj.get("dtype") {
+            value["torch_dtype"] = d.clone();
+        }
+    }
+    Ok(())
+}
+
+/// Checks the JSON type of every field this struct reads, so an ill-typed field is named in
+/// the error (serde's own message does not say which field failed).
+fn check_field_types(path: &Path, value: &serde_json::Value) -> Result<()> {
+    use serde_json::Value as V;
+    let int = |v: &V| v.is_i64();
+    let num = |v: &V| v.is_number();
+    /// (field, expected type in words, type test, may be null)
+    type FieldCheck<'a> = (&'a str, &'a str, &'a dyn Fn(&V) -> bool, bool);
+    let checks: [FieldCheck<'_>; 15] = [
+        ("vocab_size", "an integer", &int, false),
+        ("hidden_size", "an integer", &int, false),
+        ("intermediate_size", "an integer", &int, false),
+        ("num_hidden_layers", "an integer", &int, false),
+        ("num_attention_heads", "an integer", &int, false),
+        ("num_key_value_heads", "an integer", &int, false),
+        ("max_position_embeddings", "an integer", &int, false),
+        ("head_dim", "an integer", &int, true),
+        ("bos_token_id", "an integer", &int, true),
+        ("rope_theta", "a number", &num, false),
+        ("rms_norm_eps", "a number", &num, false),
+        ("initializer_range", "a number", &num, false),
+        ("tie_word_embeddings", "a boolean", &|v: &V| v.is_boolean(), false),
+        ("hidden_act", "a string", &|v: &V| v.is_string(), false),
+        ("torch_dtype", "a string", &|v: &V| v.is_string(), true),
+    ];
+    for (field, what, ok, nullable) in checks {
+        match value.get(field) {
+            None => {}
+            Some(V::Null) if nullable => {}
+            Some(v) if ok(v) => {}
+            Some(v) => {
+                return Err(PolicyError::Config {
+                    path: path.to_path_buf(),
+                    field: field.into(),
+                    msg: format!("expected {what}, got {v}"),
+                })
+            }
+        }
+    }
+    if let Some(eos) = value.get("eos_token_id") {
+        let ok = eos.is_null() || eos.is_i64() || eos.as_array().is_some_and(|a| a.iter().all(|x| x.is_i64()));
+        if !ok {
+            return Err(PolicyError::Config {
+                path: path.to_path_buf(),
+                field: "eos_token_id".into(),
+                msg: format!("expected an id or a list of ids, got {eos}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Qwen2Config {
     /// Loads `config.json`; every missing or ill-typed field is reported by name.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -100,6 +194,8 @@ impl Qwen2Config {
         if !obj.contains_key("num_key_value_heads") {
             value["num_key_value_heads"] = obj["num_attention_heads"].clone();
         }
+        normalize_hf_fields(path, obj, &mut value)?;
+        check_field_types(path, &value)?;
         let cfg: Qwen2Config = serde_json::from_value(value).map_err(|e| {
             let msg = e.to_string();
             let field = msg.split('`').nth(1).unwrap_or("?").to_string();
