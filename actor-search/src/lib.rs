@@ -11,7 +11,8 @@
 //!   iteration.
 //! * [`output`]: trajectories with per-token scores, tree statistics, groups;
 //!   [`direct`]: direct sampling and the cached path; [`dump`]: JSON and HTML views of a tree.
-//! * the search-actor runtime (next commit)
+//! * [`runtime`]: the search actor (lease work from the coordinator, run it, stream trajectories
+//!   to the learner, follow policy versions).
 //!
 //! Typical use (the actor and `deepsearch search`):
 //!
@@ -34,6 +35,7 @@ pub mod forest;
 pub mod garbled;
 pub mod output;
 pub mod policy;
+pub mod runtime;
 pub mod sample;
 pub mod score;
 pub mod search;

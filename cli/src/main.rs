@@ -3,8 +3,16 @@
 
 use clap::{Parser, Subcommand};
 
+mod cmd_actor;
+mod cmd_admin;
+mod cmd_coordinator;
+mod cmd_gen;
 mod cmd_generate;
+mod cmd_learner;
+mod cmd_search;
+mod cmd_sft;
 mod cmd_verify;
+mod report;
 
 #[derive(Parser, Debug)]
 #[command(name = "deepsearch", version, about = "DeepSearch: MCTS inside RL training, in Rust")]
@@ -19,6 +27,32 @@ enum Cmd {
     Generate(cmd_generate::Args),
     /// Verify responses against reference answers.
     Verify(cmd_verify::Args),
+    /// Supervised bootstrapping of a policy on solution traces.
+    Sft(cmd_sft::Args),
+    /// Run the coordinator (problem pool, filter, cache, leases).
+    Coordinator(cmd_coordinator::Args),
+    /// Run the learner (rank 0 serves trajectories in, policy versions and weights out).
+    Learner(cmd_learner::Args),
+    /// Operate a running coordinator (status, problems, cache, pause/resume/drain, filter).
+    Admin(cmd_admin::Args),
+    /// Run one search actor (lease work, search, stream trajectories, follow policy versions).
+    Actor(cmd_actor::Args),
+    /// Search one problem with the real policy; write the tree as JSON and HTML.
+    Search(cmd_search::Args),
+    /// Write problems (or SFT solution traces) of a built-in task as JSONL.
+    Gen(cmd_gen::Args),
+    /// Draw report.html from one or more run folders (several runs on the same axes).
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReportArgs {
+    /// Run folders, each holding a metrics.jsonl.
+    #[arg(required = true)]
+    runs: Vec<std::path::PathBuf>,
+    /// Output file (default: report.html in the first run folder, or ./report.html for several).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +67,20 @@ fn main() -> std::process::ExitCode {
     let result = match cli.cmd {
         Cmd::Generate(a) => cmd_generate::run(a),
         Cmd::Verify(a) => cmd_verify::run(a),
+        Cmd::Sft(a) => cmd_sft::run(a),
+        Cmd::Coordinator(a) => cmd_coordinator::run(a),
+        Cmd::Learner(a) => cmd_learner::run(a),
+        Cmd::Admin(a) => cmd_admin::run(a),
+        Cmd::Actor(a) => cmd_actor::run(a),
+        Cmd::Search(a) => cmd_search::run(a),
+        Cmd::Gen(a) => cmd_gen::run(a),
+        Cmd::Report(a) => {
+            let out = a.out.unwrap_or_else(|| match a.runs.as_slice() {
+                [one] => one.join("report.html"),
+                _ => "report.html".into(),
+            });
+            report::write_report(&a.runs, &out).map(|()| println!("{}", out.display()))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,158 @@
+//! `deepsearch learner --config FILE [--rank N --world-size W] [--listen ADDR]`: runs the learner
+//! role (issue #6 item 4; spec §6) until Ctrl-C / SIGTERM: loads the policy checkpoint, builds the
+//! Tree-GRPO learner and serves `LearnerService` with
+//! `deepsearch_learner::runtime::run_learner`. Rank and world size also come from the `RANK` /
+//! `WORLD_SIZE` environment (what torchrun and Kubernetes StatefulSets set).
+//!
+//! The config file (TOML, unknown fields rejected):
+//!
+//! ```toml
+//! [model]
+//! path = "runs/base"      # Hugging Face checkpoint folder (required)
+//! device = "cpu"          # cpu | cuda | cuda:N (default cpu)
+//! dtype = "f32"           # f32 | bf16 | f16 (default f32)
+//! [learner]               # deepsearch_learner::LearnerConfig (spec §6 defaults)
+//! [runtime]               # deepsearch_learner::runtime::LearnerRuntimeConfig
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use deepsearch_learner::runtime::{run_learner, LearnerRuntimeConfig, PolicyTrainer};
+use deepsearch_learner::{Learner, LearnerConfig, SingleProcess};
+use deepsearch_policy::PolicyModel;
+use serde::Deserialize;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Learner config (TOML with [model], [learner] and [runtime] sections).
+    #[arg(long)]
+    config: PathBuf,
+    /// This process's rank (0 serves LearnerService).
+    #[arg(long, env = "RANK", default_value_t = 0)]
+    rank: usize,
+    /// Number of learner ranks.
+    #[arg(long, env = "WORLD_SIZE", default_value_t = 1)]
+    world_size: usize,
+    /// gRPC listen address; overrides `runtime.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Prometheus /metrics address; overrides `runtime.metrics_listen`.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+}
+
+/// `[model]`: which checkpoint to train.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSection {
+    /// Hugging Face checkpoint folder. Required.
+    path: PathBuf,
+    /// Device. Default "cpu".
+    #[serde(default = "default_device")]
+    device: String,
+    /// Parameter dtype. Default "f32".
+    #[serde(default = "default_dtype")]
+    dtype: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+/// The whole learner config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    model: ModelSection,
+    #[serde(default)]
+    learner: LearnerConfig,
+    #[serde(default)]
+    runtime: LearnerRuntimeConfig,
+}
+
+fn load(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg: FileConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let (l, r) = (&cfg.learner, &cfg.runtime);
+    if l.prompts_per_step != r.prompts_per_step {
+        bail!("{}: runtime.prompts_per_step ({}) differs from learner.prompts_per_step ({})", path.display(), r.prompts_per_step, l.prompts_per_step);
+    }
+    if l.max_staleness != r.max_staleness {
+        bail!("{}: runtime.max_staleness ({}) differs from learner.max_staleness ({})", path.display(), r.max_staleness, l.max_staleness);
+    }
+    Ok(cfg)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut cfg = load(&args.config)?;
+    if args.rank >= args.world_size {
+        bail!("--rank {} must be below --world-size {}", args.rank, args.world_size);
+    }
+    if args.world_size > 1 {
+        bail!(
+            "--world-size {}: multi-process data parallelism (NCCL collective, rank 0 broadcasting each step's groups) is not wired into `deepsearch learner` yet; run one learner process",
+            args.world_size
+        );
+    }
+    if let Some(l) = args.listen {
+        cfg.runtime.listen = l;
+    }
+    if args.metrics_listen.is_some() {
+        cfg.runtime.metrics_listen = args.metrics_listen;
+    }
+    let m = &cfg.model;
+    let policy = PolicyModel::load_with(&m.path, &m.device, &m.dtype).with_context(|| format!("loading policy {}", m.path.display()))?;
+    let config_json = std::fs::read_to_string(m.path.join("config.json")).with_context(|| format!("reading {}/config.json", m.path.display()))?;
+    let learner = Learner::new(cfg.learner.clone(), policy, Box::new(SingleProcess))?;
+    let trainer = PolicyTrainer::new(learner, config_json);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.runtime.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.runtime.listen))?;
+        tracing::info!(addr = %listener.local_addr()?, "learner starting");
+        run_learner(cfg.runtime, trainer, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_sections_parse_and_disagreements_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.toml");
+        std::fs::write(&p, "[model]\npath = \"m\"\n[learner]\nprompts_per_step = 4\n[runtime]\nprompts_per_step = 4\nstream_credits = 3\n").unwrap();
+        let c = load(&p).unwrap();
+        assert_eq!((c.model.device.as_str(), c.runtime.stream_credits), ("cpu", 3));
+        std::fs::write(&p, "[model]\npath = \"m\"\n[learner]\nprompts_per_step = 4\n").unwrap();
+        let err = load(&p).unwrap_err().to_string();
+        assert!(err.contains("runtime.prompts_per_step (256) differs"), "{err}");
+        std::fs::write(&p, "[model]\npath = \"m\"\nfoo = 1\n").unwrap();
+        let err = format!("{:#}", load(&p).unwrap_err());
+        assert!(err.contains("foo"), "{err}");
+    }
+}

@@ -1,0 +1,4 @@
+include!("../scripts/torch-rpath.rs");
+fn main() {
+    emit_torch_rpath();
+}
