@@ -11,8 +11,10 @@ mod cmd_generate;
 mod cmd_learner;
 mod cmd_search;
 mod cmd_sft;
+mod cmd_train;
 mod cmd_verify;
 mod report;
+mod train;
 
 #[derive(Parser, Debug)]
 #[command(name = "deepsearch", version, about = "DeepSearch: MCTS inside RL training, in Rust")]
@@ -41,6 +43,8 @@ enum Cmd {
     Search(cmd_search::Args),
     /// Write problems (or SFT solution traces) of a built-in task as JSONL.
     Gen(cmd_gen::Args),
+    /// Run the whole system on one machine (coordinator, actors, learner): the embedded default.
+    Train(cmd_train::Args),
     /// Draw report.html from one or more run folders (several runs on the same axes).
     Report(ReportArgs),
 }
@@ -74,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Actor(a) => cmd_actor::run(a),
         Cmd::Search(a) => cmd_search::run(a),
         Cmd::Gen(a) => cmd_gen::run(a),
+        Cmd::Train(a) => cmd_train::run(a),
         Cmd::Report(a) => {
             let out = a.out.unwrap_or_else(|| match a.runs.as_slice() {
                 [one] => one.join("report.html"),
