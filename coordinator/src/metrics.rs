@@ -84,13 +84,17 @@ impl Metrics {
 
     /// The text exposition format of every metric.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let enc = TextEncoder::new();
-        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
-            tracing::error!(error = %e, "metrics encoding failed");
-        }
-        String::from_utf8(buf).unwrap_or_default()
+        render_registry(&self.registry)
     }
+}
+
+/// The Prometheus text exposition of every metric in `registry` (shared by every role).
+pub fn render_registry(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        tracing::error!(error = %e, "metrics encoding failed");
+    }
+    String::from_utf8(buf).unwrap_or_default()
 }
 
 impl Default for Metrics {
@@ -105,13 +109,24 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_text("coordinator", move || metrics.render(), listener, shutdown).await
+}
+
+/// Serves `GET /metrics` with the text `render` produces, on `listener` until `shutdown`
+/// resolves; every role's `/metrics` endpoint goes through here.
+pub async fn serve_text(
+    role: &'static str,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "metrics listening");
+    tracing::info!(?addr, role, "metrics listening");
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let m = metrics.clone();
-            async move { m.render() }
+            let render = render.clone();
+            async move { render() }
         }),
     );
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await

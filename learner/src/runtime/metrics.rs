@@ -2,9 +2,8 @@
 //! "Prometheus /metrics on every role"): trajectories by disposition, groups, queue depth, credits,
 //! streams, steps, policy version, acknowledgement latency and step time.
 
-use std::net::SocketAddr;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Every learner-runtime metric, in its own registry (prefix `deepsearch_learner_`).
 pub struct Metrics {
@@ -72,11 +71,7 @@ impl Metrics {
 
     /// The text exposition format of every metric.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
-            tracing::error!(error = %e, "metrics encoding failed");
-        }
-        String::from_utf8(buf).unwrap_or_default()
+        deepsearch_coordinator::metrics::render_registry(&self.registry)
     }
 }
 
@@ -92,14 +87,5 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "learner metrics listening");
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let m = metrics.clone();
-            async move { m.render() }
-        }),
-    );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    deepsearch_coordinator::metrics::serve_text("learner", move || metrics.render(), listener, shutdown).await
 }
