@@ -271,13 +271,18 @@ pub fn set_key(root: &mut toml::Table, path: &str, value: &str) -> anyhow::Resul
 /// `--set` and the offending key.
 pub fn resolve(file: Option<&Path>, sets: &[String]) -> anyhow::Result<TrainConfig> {
     let source = file.map(|p| p.display().to_string()).unwrap_or_else(|| "the built-in default".into());
-    let mut root = match file {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            text.parse::<toml::Table>().with_context(|| format!("parsing {}", p.display()))?
-        }
-        None => toml::Table::new(),
+    // Layered: the embedded default, then the file, then each --set. Merging tables (rather than
+    // letting serde fill a missing field from the section type's own Default) keeps a partial
+    // `[learner]` from resetting its siblings to the crate defaults.
+    let mut root = match toml::Value::try_from(TrainConfig::default()).context("serialising the built-in default")? {
+        toml::Value::Table(t) => t,
+        _ => bail!("the built-in default is not a table"),
     };
+    if let Some(p) = file {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let table = text.parse::<toml::Table>().with_context(|| format!("parsing {}", p.display()))?;
+        merge(&mut root, table);
+    }
     for s in sets {
         let (k, v) = s.split_once('=').with_context(|| format!("--set `{s}`: expected key=value"))?;
         set_key(&mut root, k.trim(), v.trim())?;
@@ -294,6 +299,18 @@ pub fn resolve(file: Option<&Path>, sets: &[String]) -> anyhow::Result<TrainConf
     }
     cfg.actor.validate().map_err(|e| anyhow::anyhow!("{source}: actor.{e}"))?;
     Ok(cfg)
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, anything else replaces.
+pub fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
 }
 
 /// FNV-1a 64 of `bytes` (stable across builds, for the bootstrap cache key).
@@ -313,6 +330,21 @@ mod tests {
         assert!(e.contains("tme_budget") && e.contains("built-in default"), "{e}");
         let e = format!("{:#}", resolve(None, &["run.time_budget=soon".into()]).unwrap_err());
         assert!(e.contains("time_budget"), "{e}");
+    }
+
+    /// A --set on one key of a section keeps the embedded default's other keys of that section
+    /// (it used to reset `[learner]` to the crate default, prompts_per_step 256, and the learner
+    /// then never had enough groups for a step).
+    #[test]
+    fn a_set_keeps_the_sections_other_defaults() {
+        let c = resolve(None, &["learner.lr=1e-4".into(), "actor.search.max_depth=7".into()]).unwrap();
+        let d = TrainConfig::default();
+        assert_eq!(c.learner.lr, 1e-4);
+        assert_eq!(c.learner.prompts_per_step, d.learner.prompts_per_step);
+        assert_eq!(c.learner.micro_batch_size, d.learner.micro_batch_size);
+        assert_eq!(c.actor.search.max_depth, 7);
+        assert_eq!(c.actor.search.segment_tokens, d.actor.search.segment_tokens);
+        assert_eq!(c.actor.search.overlong.buffer_tokens, d.actor.search.overlong.buffer_tokens);
     }
 
     #[test]
