@@ -189,7 +189,9 @@ fn prof(o: &Opts) -> AnyResult<()> {
     let m = &pm.model;
     let ids = Tensor::randint_low(3, 512, [batch, past], (Kind::Int64, Device::Cpu));
     let pos = Tensor::arange(past, (Kind::Int64, Device::Cpu)).view([1, past]).expand([batch, past], false);
-    let (h, kv) = m.forward(&ids, &pos, None, AttnMask::Causal);
+    // room for one more position: every timed step appends at `past` and is then cut back
+    let kv = std::cell::RefCell::new(m.new_cache(batch, past + 1));
+    let h = m.forward_into(&ids, &pos, &mut kv.borrow_mut(), AttnMask::Causal);
     let one = ids.narrow(1, 0, 1);
     let time = |f: &dyn Fn(i64)| {
         let t = Instant::now();
@@ -199,13 +201,14 @@ fn prof(o: &Opts) -> AnyResult<()> {
         t.elapsed().as_secs_f64() / steps as f64 * 1e3
     };
     let p = pos.narrow(1, 0, 1) + past;
-    let causal = time(&|_| {
-        let _ = m.forward(&one, &p, Some(&kv), AttnMask::Causal);
-    });
+    let step = |mask: AttnMask<'_>| {
+        let mut kv = kv.borrow_mut();
+        let _ = m.forward_into(&one, &p, &mut kv, mask);
+        kv.set_len(past);
+    };
+    let causal = time(&|_| step(AttnMask::Causal));
     let mask = Tensor::ones([batch, 1, 1, past + 1], (Kind::Bool, Device::Cpu));
-    let masked = time(&|_| {
-        let _ = m.forward(&one, &p, Some(&kv), AttnMask::Custom(&mask));
-    });
+    let masked = time(&|_| step(AttnMask::Custom(&mask)));
     let params = SamplingParams::default();
     let rows: Vec<&SamplingParams> = (0..batch).map(|_| &params).collect();
     let rp = RowParams::new(&rows, 512, Device::Cpu);

@@ -12,6 +12,10 @@
 //!
 //! Writes are atomic: each file goes to a temporary name in the same folder, is fsynced and
 //! renamed over the target, then the folder is fsynced.
+//!
+//! Reads map each weight file into memory (read-only `mmap`) and copy the tensors out of the
+//! mapping one at a time, so loading a multi-GB shard never holds a second whole copy of it on
+//! the heap; the page cache serves the bytes.
 
 use crate::error::{PolicyError, Result};
 use safetensors::{Dtype, SafeTensors};
@@ -97,8 +101,7 @@ pub fn load_into(vs: &VarStore, dir: &Path, tied: bool) -> Result<()> {
     let vars = vs.variables();
     let mut loaded: HashSet<String> = HashSet::new();
     for file in &files {
-        let bytes =
-            std::fs::read(file).map_err(|e| PolicyError::Io { path: file.clone(), source: e })?;
+        let bytes = map_file(file)?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| tensor_err(file, "(header)", format!("not a safetensors file: {e}")))?;
         for (name, view) in st.tensors() {
@@ -144,6 +147,39 @@ pub fn load_into(vs: &VarStore, dir: &Path, tied: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A weight file's bytes: a read-only memory map (an empty file reads as no bytes, which mmap
+/// cannot map).
+fn map_file(path: &Path) -> Result<FileBytes> {
+    let io = |e| PolicyError::Io { path: path.to_path_buf(), source: e };
+    let f = std::fs::File::open(path).map_err(io)?;
+    if f.metadata().map_err(io)?.len() == 0 {
+        return Ok(FileBytes::Empty);
+    }
+    // SAFETY: the map is read-only and dropped before `load_into` returns. Undefined behaviour
+    // would need the file to change while mapped: this crate replaces weight files by rename
+    // (`write_atomic`), which leaves the mapped inode intact, and never rewrites one in place;
+    // another program truncating a checkpoint while it loads is outside the contract (as for
+    // every mmap-based safetensors loader).
+    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
+    Ok(FileBytes::Mapped(map))
+}
+
+/// Bytes of one weight file.
+enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Empty,
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Empty => &[],
+        }
+    }
 }
 
 /// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename, fsync dir.
@@ -263,4 +299,23 @@ fn remove_stale(dir: &Path, keep: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty (unmappable) or garbage weight file is an error naming the file, not a panic.
+    #[test]
+    fn empty_and_garbage_weight_files_are_named_errors() {
+        let vs = VarStore::new(tch::Device::Cpu);
+        let _w = vs.root().var("w", &[2], tch::nn::Init::Const(0.0));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SINGLE_FILE);
+        for bytes in [&b""[..], &b"not a safetensors file at all"[..]] {
+            std::fs::write(&path, bytes).unwrap();
+            let err = load_into(&vs, dir.path(), true).unwrap_err().to_string();
+            assert!(err.contains("model.safetensors") && err.contains("not a safetensors file"), "{err}");
+        }
+    }
 }

@@ -171,6 +171,27 @@ fn batched_requests_of_different_lengths_equal_each_alone() {
     assert!(t1[0].tokens != t1[1].tokens || t1[1].tokens != t1[2].tokens);
 }
 
+/// Batch KV buffers reserved for only 2 decode positions grow (doubling) while rows decode 20
+/// tokens; the samples equal those of the default reserve and match a full forward.
+#[test]
+fn kv_buffers_grown_during_decoding_give_the_same_samples() {
+    let (mut small, _vs, m) =
+        engine_and_reference(EngineConfig { kv_reserve_tokens: 2, ..EngineConfig::default() }, &[]);
+    let mut big = engine(EngineConfig::default(), &[]);
+    let prompts = [prompt(5, 4), prompt(11, 5)];
+    let params = sampling(1.0);
+    let reqs: Vec<GenRequest<'_>> = (0..2).map(|i| req(&prompts[i], 3, 20, &params, 7 + i as u64)).collect();
+    let (a, b) = (small.generate(&reqs), big.generate(&reqs));
+    for i in 0..2 {
+        let (a, b) = (a[i].as_ref().unwrap(), b[i].as_ref().unwrap());
+        assert!(a.iter().all(|s| s.tokens.len() == 20));
+        assert_same(a, b);
+        for seg in a {
+            assert_matches_reference(&m, &prompts[i], seg);
+        }
+    }
+}
+
 #[test]
 fn greedy_is_argmax_and_top_k_top_p_restrict_support() {
     let (mut e, _vs, m) = engine_and_reference(EngineConfig::default(), &[]);

@@ -87,8 +87,7 @@ fn check_batched_greedy(name: &str) {
             valid = Tensor::cat(&[&valid, &Tensor::ones([b, 1], (Kind::Bool, Device::Cpu))], 1);
             let mask = padded_causal_mask(&valid, cache.len(), 1);
             let pos = &last_pos + (step as i64 + 1);
-            let (h, c) = m.model.forward(&next, &pos, Some(&cache), AttnMask::Custom(&mask));
-            cache = c;
+            let h = m.model.forward_into(&next, &pos, &mut cache, AttnMask::Custom(&mask));
             next = m.model.logits(&h).argmax(-1, false);
         }
     });

@@ -10,12 +10,17 @@
 //!
 //! `valid [B, L]` marks each row's real keys; the attention mask is `valid` (and, in prefill,
 //! causal over the suffix). A padded query attends to itself only, so no softmax row is empty.
+//!
+//! The batch KV is allocated once per call with room for `L0 + min(max budget − 1,
+//! kv_reserve_tokens)` columns (doubling if decoding goes past it): cached prefixes are copied
+//! into it, the prefill and every decode step append in place, and the fan-out to samples copies
+//! each request's prefix into its sample rows once.
 
 use super::{Engine, GenRequest, PrefixKey, Segment};
 use crate::engine::cache::CacheHit;
 use crate::engine::stop::StopState;
 use crate::engine::Finish;
-use crate::model::{AttnMask, KvCache, LayerKv};
+use crate::model::{AttnMask, KvCache};
 use crate::sampler::{sample_step, RowParams, Sampler};
 use tch::{Kind, Tensor};
 
@@ -31,7 +36,9 @@ struct Prefill {
     /// `[R, hidden]`: final hidden state at each request's last prompt token.
     last_hidden: Tensor,
     kv: KvCache,
-    /// `[R, L0]` bool.
+    /// `[R, capacity]` bool: the prefill columns as laid out above, then `true` for every
+    /// decode column (a step's mask is its first `len + 1` columns; extended with `true` columns
+    /// when decoding outgrows it).
     valid: Tensor,
     /// Per request, the KV columns of its prompt tokens, in order.
     cols: Vec<Vec<i64>>,
@@ -70,6 +77,7 @@ impl Engine {
         self.stats.prefill_tokens += (total - reused) as u64;
         tracing::debug!(requests = live.len(), reused, prefill = total - reused, "prefill");
         let pre = self.prefill(reqs, live, hits);
+        debug_assert_eq!(pre.kv.len(), pre.width);
         if self.cache.enabled() {
             for (slot, l) in live.iter().enumerate() {
                 if let Some(key) = reqs[l.req].key {
@@ -90,6 +98,9 @@ impl Engine {
         let cmax = c.iter().copied().max().unwrap_or(0);
         let smax = s.iter().copied().max().unwrap_or(1);
         let width = cmax + smax;
+        // the last sampled token of a row is never fed back, so budget − 1 decode columns
+        let room = live.iter().map(|l| l.budget as i64).max().unwrap_or(1) - 1;
+        let capacity = width + room.min(self.cfg.kv_reserve_tokens as i64);
         let mut ids = vec![0i64; (r_n * smax) as usize];
         let mut pos = vec![0i64; (r_n * smax) as usize];
         let mut valid = vec![false; (r_n * width) as usize];
@@ -112,7 +123,7 @@ impl Engine {
         let ids = Tensor::from_slice(&ids).view([r_n, smax]).to_device(dev);
         let pos = Tensor::from_slice(&pos).view([r_n, smax]).to_device(dev);
         let valid = Tensor::from_slice(&valid).view([r_n, width]).to_device(dev);
-        let past = (cmax > 0).then(|| self.left_padded_past(&hits, cmax));
+        let mut kv = self.left_padded_past(&hits, cmax, capacity);
         // key k is visible to suffix query j when valid and k <= Cmax + j; padded queries see
         // themselves
         let q = Tensor::arange(smax, (Kind::Int64, dev)).view([1, 1, smax, 1]) + cmax;
@@ -121,46 +132,27 @@ impl Engine {
             .view([r_n, 1, 1, width])
             .logical_and(&k.le_tensor(&q))
             .logical_or(&k.eq_tensor(&q));
-        let (hidden, kv) = self.model.forward(&ids, &pos, past.as_ref(), AttnMask::Custom(&mask));
+        let hidden = self.model.forward_into(&ids, &pos, &mut kv, AttnMask::Custom(&mask));
+        let decode_cols = Tensor::ones([r_n, capacity - width], (Kind::Bool, dev));
+        let valid = Tensor::cat(&[&valid, &decode_cols], 1);
         Prefill { last_hidden: hidden.select(1, smax - 1), kv, valid, cols, width }
     }
 
-    /// Cached KV rows left-padded with zeros to `cmax` columns, one row per request.
-    fn left_padded_past(&self, hits: &[Option<CacheHit>], cmax: i64) -> KvCache {
-        let cfg = &self.model.cfg;
-        let (nkv, d) = (cfg.num_key_value_heads, cfg.head_dim());
-        let kind = hits
-            .iter()
-            .flatten()
-            .next()
-            .map(|h| h.kv.layers[0].k.kind())
-            .expect("cmax > 0 implies a hit");
-        let zeros = |n: i64| Tensor::zeros([1, nkv, n, d], (kind, self.device));
-        let pad = |t: &Tensor| {
-            let n = cmax - t.size()[2];
-            if n == 0 {
-                t.shallow_clone()
-            } else {
-                Tensor::cat(&[&zeros(n), t], 2)
+    /// The batch KV with room for `capacity` columns, holding each request's cached KV
+    /// right-aligned in its first `cmax` columns (zeros to the left and in rows without a hit).
+    fn left_padded_past(&self, hits: &[Option<CacheHit>], cmax: i64, capacity: i64) -> KvCache {
+        let mut kv = self.model.new_cache(hits.len() as i64, capacity);
+        for (row, h) in hits.iter().enumerate() {
+            if let Some(h) = h {
+                kv.write(row as i64, cmax - h.len as i64, &h.kv);
             }
-        };
-        let layers = (0..cfg.num_hidden_layers as usize)
-            .map(|li| {
-                let (ks, vs): (Vec<Tensor>, Vec<Tensor>) = hits
-                    .iter()
-                    .map(|h| match h {
-                        Some(h) => (pad(&h.kv.layers[li].k), pad(&h.kv.layers[li].v)),
-                        None => (zeros(cmax), zeros(cmax)),
-                    })
-                    .unzip();
-                LayerKv { k: Tensor::cat(&ks, 0), v: Tensor::cat(&vs, 0) }
-            })
-            .collect();
-        KvCache { layers }
+        }
+        kv.set_len(cmax);
+        kv
     }
 
     /// Fans the prefill out to samples and decodes until every row has finished.
-    fn decode_rows(&mut self, reqs: &[GenRequest<'_>], live: &[Live], pre: Prefill) -> Vec<Vec<Segment>> {
+    fn decode_rows(&mut self, reqs: &[GenRequest<'_>], live: &[Live], mut pre: Prefill) -> Vec<Vec<Segment>> {
         let mut rows = Vec::new();
         for (slot, l) in live.iter().enumerate() {
             let r = &reqs[l.req];
@@ -179,8 +171,10 @@ impl Engine {
         let mut batch: Vec<usize> = (0..rows.len()).collect();
         let fan: Vec<i64> = rows.iter().map(|r| r.slot as i64).collect();
         let fan = Tensor::from_slice(&fan).to_device(dev);
-        let mut kv = pre.kv.index_rows(&fan);
-        let mut valid = pre.valid.index_select(0, &fan);
+        // one sample per request: the rows are already in place
+        let identity = rows.len() == live.len();
+        let mut kv = if identity { std::mem::take(&mut pre.kv) } else { pre.kv.index_rows(&fan) };
+        let mut valid = if identity { pre.valid.shallow_clone() } else { pre.valid.index_select(0, &fan) };
         let mut hidden = pre.last_hidden.index_select(0, &fan);
         let params: Vec<_> = rows.iter().map(|r| reqs[live[r.slot].req].params).collect();
         let mut params = RowParams::new(&params, self.model.cfg.vocab_size, dev);
@@ -251,10 +245,12 @@ impl Engine {
                 .collect();
             let ids = Tensor::from_slice(&ids).view([b_n, 1]).to_device(dev);
             let pos = Tensor::from_slice(&pos).view([b_n, 1]).to_device(dev);
-            valid = Tensor::cat(&[&valid, &Tensor::ones([b_n, 1], (Kind::Bool, dev))], 1);
-            let mask = valid.view([b_n, 1, 1, -1]);
-            let (h, next) = self.model.forward(&ids, &pos, Some(&kv), AttnMask::Custom(&mask));
-            kv = next;
+            if valid.size()[1] <= kv.len() {
+                let more = Tensor::ones([b_n, valid.size()[1]], (Kind::Bool, dev));
+                valid = Tensor::cat(&[&valid, &more], 1);
+            }
+            let mask = valid.narrow(1, 0, kv.len() + 1).view([b_n, 1, 1, -1]);
+            let h = self.model.forward_into(&ids, &pos, &mut kv, AttnMask::Custom(&mask));
             hidden = h.squeeze_dim(1);
         }
         let mut out: Vec<Vec<Segment>> = live.iter().map(|_| Vec::new()).collect();
@@ -268,14 +264,12 @@ impl Engine {
 /// Row `row`'s KV at columns `cols`, copied into `[1, kv, cols.len(), d]` tensors.
 fn extract_row(kv: &KvCache, row: i64, cols: &[i64], dev: tch::Device) -> KvCache {
     let idx = Tensor::from_slice(cols).to_device(dev);
-    KvCache {
-        layers: kv
-            .layers
-            .iter()
-            .map(|l| LayerKv {
-                k: l.k.narrow(0, row, 1).index_select(2, &idx),
-                v: l.v.narrow(0, row, 1).index_select(2, &idx),
+    KvCache::from_layers(
+        (0..kv.num_layers())
+            .map(|i| {
+                let (k, v) = kv.layer(i);
+                (k.narrow(0, row, 1).index_select(2, &idx), v.narrow(0, row, 1).index_select(2, &idx))
             })
             .collect(),
-    }
+    )
 }

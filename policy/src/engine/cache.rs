@@ -7,7 +7,7 @@
 //! named keys whose tokens are a prefix of the request is used, so a child prefills one token.
 //! Memory is bounded by a byte budget with least-recently-used eviction.
 
-use crate::model::{KvCache, LayerKv};
+use crate::model::KvCache;
 use deepsearch_search::policy::PrefixKey;
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,7 +21,8 @@ struct Entry {
     tick: u64,
 }
 
-/// A hit: the KV of the first `len` tokens of the request (views into the cached tensors).
+/// A hit: the KV of the first `len` tokens of the request (views into the cached tensors, with
+/// capacity = length, so appending to them copies instead of writing into the entry).
 #[derive(Debug)]
 pub struct CacheHit {
     pub len: usize,
@@ -128,7 +129,7 @@ impl PrefixCache {
             return None;
         }
         self.stats.hits += 1;
-        Some(CacheHit { len, kv: narrow_view(&e.kv, len as i64) })
+        Some(CacheHit { len, kv: e.kv.narrow(0, len as i64) })
     }
 
     /// Drops every entry stored under the keys.
@@ -163,16 +164,6 @@ impl PrefixCache {
     }
 }
 
-fn narrow_view(kv: &KvCache, len: i64) -> KvCache {
-    KvCache {
-        layers: kv
-            .layers
-            .iter()
-            .map(|l| LayerKv { k: l.k.narrow(2, 0, len), v: l.v.narrow(2, 0, len) })
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +171,7 @@ mod tests {
 
     fn kv(len: i64) -> KvCache {
         let t = || Tensor::zeros([1, 1, len, 2], (Kind::Float, tch::Device::Cpu));
-        KvCache { layers: vec![LayerKv { k: t(), v: t() }] }
+        KvCache::from_layers(vec![(t(), t())])
     }
     const A: PrefixKey = PrefixKey { tree: 1, node: 0 };
     const B: PrefixKey = PrefixKey { tree: 1, node: 1 };

@@ -49,6 +49,11 @@ pub struct EngineConfig {
     /// Finished rows are dropped from the decode batch once at most this fraction of its rows is
     /// still running. Default 0.5 (1.0 compacts on every finish, 0 never).
     pub compact_below: f64,
+    /// Decode positions the batch KV buffers are allocated with up front, beyond the prefill
+    /// (capped by the largest token budget of the call); rows that decode further grow the
+    /// buffers by doubling. Bounds the memory reserved for long budgets that end early at EOS.
+    /// Default 512.
+    pub kv_reserve_tokens: usize,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +63,7 @@ impl Default for EngineConfig {
             cache_samples: true,
             max_context: 0,
             compact_below: 0.5,
+            kv_reserve_tokens: 512,
         }
     }
 }

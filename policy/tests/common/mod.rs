@@ -43,7 +43,7 @@ pub fn greedy(model: &Qwen2, prompt: &[i64], n: usize) -> (Vec<i64>, Tensor) {
         let t = prompt.len() as i64;
         let input = Tensor::from_slice(prompt).view([1, t]);
         let pos = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
-        let (h, mut cache) = model.forward(&input, &pos, None, AttnMask::Causal);
+        let (h, mut cache): (Tensor, KvCache) = model.forward(&input, &pos, None, AttnMask::Causal);
         let mut last = model.logits(&h.narrow(1, t - 1, 1)).view([-1]).to_kind(Kind::Double);
         let (mut out, mut rows) = (Vec::new(), Vec::new());
         for step in 0..n {
@@ -55,8 +55,8 @@ pub fn greedy(model: &Qwen2, prompt: &[i64], n: usize) -> (Vec<i64>, Tensor) {
             }
             let input = Tensor::from_slice(&[next]).view([1, 1]);
             let pos = Tensor::from_slice(&[t + step as i64]).view([1, 1]);
-            let (h, c): (Tensor, KvCache) = model.forward(&input, &pos, Some(&cache), AttnMask::Causal);
-            cache = c;
+            // in place: the prefill's cache has room for the prompt only, so it grows
+            let h = model.forward_into(&input, &pos, &mut cache, AttnMask::Causal);
             last = model.logits(&h).view([-1]).to_kind(Kind::Double);
         }
         (out, Tensor::stack(&rows, 0))
