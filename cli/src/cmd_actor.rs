@@ -1,4 +1,6 @@
-//! `deepsearch actor --config FILE`: one search actor (issue #6 item 3) on the real policy.
+//! `deepsearch actor --config FILE [--set k=v]... [--metrics-listen ADDR]`: one search actor
+//! (issue #6 item 3) on the real policy. The file and the `--set`s are layered over the defaults
+//! ([`crate::config_load`]); with `actor.metrics_listen` the actor serves Prometheus `/metrics`.
 //!
 //! The config file (TOML) has a `[model]` section (HF folder, device, dtype, engine knobs, prompt
 //! template) and an `[actor]` section (`deepsearch_search::runtime::ActorConfig`: peers,
@@ -28,6 +30,12 @@ pub struct Args {
     /// Actor config (TOML with `[model]` and `[actor]` sections).
     #[arg(long)]
     config: PathBuf,
+    /// Override one config key, e.g. `--set actor.capacity=4` (repeatable; applied in order).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Prometheus /metrics address; overrides `actor.metrics_listen`.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The model an actor serves.
@@ -62,21 +70,18 @@ impl Default for ModelConfig {
 }
 
 /// The whole `deepsearch actor` config file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ActorFileConfig {
     pub model: ModelConfig,
-    #[serde(default)]
     pub actor: ActorConfig,
 }
 
 impl ActorFileConfig {
-    /// Reads and validates a TOML file; errors name the file and the field.
-    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let cfg: ActorFileConfig =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    /// Reads a TOML file with `--set` overrides over the defaults ([`crate::config_load`]) and
+    /// validates it; errors name the file and the field.
+    pub fn load(path: &Path, sets: &[String]) -> anyhow::Result<Self> {
+        let cfg: ActorFileConfig = crate::config_load::load(Some(path), sets)?;
         if cfg.model.dir.as_os_str().is_empty() {
             anyhow::bail!("{}: `model.dir` is required", path.display());
         }
@@ -202,7 +207,10 @@ impl Reloadable for EngineActor {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = ActorFileConfig::from_file(&args.config)?;
+    let mut cfg = ActorFileConfig::load(&args.config, &args.set)?;
+    if args.metrics_listen.is_some() {
+        cfg.actor.metrics_listen = args.metrics_listen;
+    }
     let verifiers = VerifierPool::new(&cfg.actor.verifier).context("starting the verifier pool")?;
     let model = cfg.model.clone();
     let deps = ActorDeps {
@@ -222,7 +230,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(
         batches = snap.batches,
         trees = snap.trees,
-        trajectories = snap.trajectories_acked,
+        trajectories_queued = snap.trajectories_queued,
+        trajectories_acked = snap.trajectories_acked,
+        weight_swaps = snap.weight_swaps,
         policy_version = snap.policy_version,
         "actor finished"
     );
@@ -259,15 +269,20 @@ mod tests {
             "[model]\ndir = \"m\"\n\n[actor]\ncapacity = 2\nrpc_timeout = \"3s\"\n\n[actor.search]\nsegment_tokens = 16\n\n[actor.search.overlong]\nbuffer_tokens = 256\n",
         )
         .unwrap();
-        let c = ActorFileConfig::from_file(&p).unwrap();
+        let c = ActorFileConfig::load(&p, &[]).unwrap();
         assert_eq!((c.actor.capacity, c.actor.search.segment_tokens), (2, 16));
         assert_eq!(c.model.device, "cpu");
         std::fs::write(&p, "[model]\ndir = \"m\"\n[actor]\ncapacty = 2\n").unwrap();
-        let e = format!("{:#}", ActorFileConfig::from_file(&p).unwrap_err());
+        let e = format!("{:#}", ActorFileConfig::load(&p, &[]).unwrap_err());
         assert!(e.contains("capacty") && e.contains("actor.toml"), "{e}");
         std::fs::write(&p, "[model]\ndir = \"m\"\n[actor]\ncapacity = 0\n").unwrap();
-        let e = format!("{:#}", ActorFileConfig::from_file(&p).unwrap_err());
+        let e = format!("{:#}", ActorFileConfig::load(&p, &[]).unwrap_err());
         assert!(e.contains("capacity"), "{e}");
+        let sets = ["actor.capacity=3".to_string(), "actor.search.max_depth=20".to_string()];
+        let c = ActorFileConfig::load(&p, &sets).unwrap();
+        assert_eq!((c.actor.capacity, c.actor.search.max_depth), (3, 20));
+        assert_eq!(c.actor.search.segment_tokens, ActorConfig::default().search.segment_tokens);
+        assert_eq!(c.actor.rpc_timeout, ActorConfig::default().rpc_timeout);
     }
 
     fn tiny(seed: u64, hidden: i64) -> PolicyModel {

@@ -13,6 +13,7 @@ mod cmd_search;
 mod cmd_sft;
 mod cmd_train;
 mod cmd_verify;
+mod config_load;
 mod report;
 mod train;
 

@@ -2,6 +2,7 @@
 //! at once, the search knobs, and every deadline and backoff. Durations are humantime strings
 //! ("5s"); unknown fields are errors naming the field.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use deepsearch_tasks::PoolConfig;
@@ -65,6 +66,10 @@ pub struct ActorConfig {
     /// Verified solutions sent with a search report (the coordinator's cache keeps at most its
     /// `cache.max_solutions`, default 8). Default 8.
     pub max_solutions: usize,
+    /// Prometheus `/metrics` listen address (expansions, generated tokens, tree depth and
+    /// frontier, verifier latency and errors, policy version and lag); none = not served.
+    /// Default none.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ActorConfig {
@@ -90,6 +95,7 @@ impl Default for ActorConfig {
             weights_chunk_bytes: 4 << 20,
             max_message_bytes: 64 << 20,
             max_solutions: 8,
+            metrics_listen: None,
         }
     }
 }

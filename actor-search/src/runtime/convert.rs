@@ -4,9 +4,10 @@
 //!   item is reported back as an error instead of being run.
 //! * [`WireTrajectory`]: a trajectory with the ids the learner needs (trajectory id
 //!   `<lease_id>/<i>`, group id = lease id, group size). `From<WireTrajectory> for pb::Trajectory`
-//!   encodes; `TryFrom<pb::Trajectory>` validates every length, score and enum, so the learner's
-//!   server can use the same code (design.md: "the learner trusts only trajectories that carry a
-//!   verdict and a policy version").
+//!   encodes; `TryFrom<pb::Trajectory>` validates every length, score and enum. This is THE
+//!   check of a wire trajectory: the learner's ingest (`deepsearch_learner::runtime::ingest`)
+//!   calls it too (design.md: "the learner trusts only trajectories that carry a verdict and a
+//!   policy version"), adding only what needs the learner's state (version, queue size).
 
 use deepsearch_proto::v1 as pb;
 use deepsearch_tasks::{Problem, Verdict};
@@ -198,8 +199,11 @@ impl From<WireTrajectory> for pb::Trajectory {
     }
 }
 
-/// Decoding a wire trajectory: the wire has no text, no outcome and no separate overlong
-/// penalty. The outcome follows the verdict (`Unparsable` → `Wrong`: whether it ended at a cap is
+/// Decoding a wire trajectory, validated field by field (ids non-empty, group size ≥ 1, prompt
+/// and response non-empty, known verdict other than a verifier error and known source, one score,
+/// log-prob (except for cached solutions) and entropy (if any) per response token, finite scores,
+/// log-probabilities ≤ 0, non-negative entropies, segment ends increasing from > 0 to the response
+/// length). The wire has no text, no outcome and no separate overlong penalty. The outcome follows the verdict (`Unparsable` → `Wrong`: whether it ended at a cap is
 /// not on the wire; the reward is already inside `terminal_score`), the text is empty and the
 /// penalty 0 (it is already inside the scores).
 impl TryFrom<pb::Trajectory> for WireTrajectory {
@@ -270,11 +274,29 @@ impl TryFrom<pb::Trajectory> for WireTrajectory {
                 format!("{} entropies for {n} tokens", p.entropies.len()),
             ));
         }
-        if p.token_scores.iter().any(|s| !s.is_finite()) || !p.terminal_score.is_finite() {
-            return Err(bad(M, "token_scores", "a score is not finite"));
+        if !p.terminal_score.is_finite() {
+            return Err(bad(M, "terminal_score", format!("not finite ({})", p.terminal_score)));
         }
-        if p.sampling_logprobs.iter().any(|s| !s.is_finite()) {
-            return Err(bad(M, "sampling_logprobs", "a log-prob is not finite"));
+        if let Some(i) = p.token_scores.iter().position(|s| !s.is_finite()) {
+            return Err(bad(M, "token_scores", format!("not finite at token {i}")));
+        }
+        if let Some(i) = p
+            .sampling_logprobs
+            .iter()
+            .position(|l| !l.is_finite() || *l > 0.0)
+        {
+            return Err(bad(
+                M,
+                "sampling_logprobs",
+                format!("not a finite log-probability (<= 0) at token {i}"),
+            ));
+        }
+        if let Some(i) = p.entropies.iter().position(|h| !h.is_finite() || *h < 0.0) {
+            return Err(bad(
+                M,
+                "entropies",
+                format!("not a finite non-negative entropy at token {i}"),
+            ));
         }
         let increasing = p.segment_ends.windows(2).all(|w| w[0] < w[1]);
         if p.segment_ends.is_empty()
@@ -285,7 +307,10 @@ impl TryFrom<pb::Trajectory> for WireTrajectory {
             return Err(bad(
                 M,
                 "segment_ends",
-                format!("must increase from > 0 to the response length {n}"),
+                format!(
+                    "must increase from > 0 to the response length {n}: {:?}",
+                    p.segment_ends
+                ),
             ));
         }
         Ok(WireTrajectory {
@@ -385,12 +410,20 @@ mod tests {
         let mut nan = traj();
         nan.entropies = vec![0.5, f32::NAN, 0.1];
         assert!(wire_group("L", "a", vec![nan])[0].entropies.is_empty());
-        let mut b = wire[0].clone();
-        b.token_scores[0] = f32::NAN;
-        assert_eq!(
-            WireTrajectory::try_from(b).unwrap_err().field,
-            "token_scores"
-        );
+        type Edit = fn(&mut pb::Trajectory);
+        let cases: [(&str, Edit); 6] = [
+            ("token_scores", |t| t.token_scores[0] = f32::NAN),
+            ("terminal_score", |t| t.terminal_score = f32::INFINITY),
+            ("sampling_logprobs", |t| t.sampling_logprobs[1] = 0.5),
+            ("entropies", |t| t.entropies = vec![0.1, -0.2, 0.3]),
+            ("entropies", |t| t.entropies = vec![0.1, 0.2]),
+            ("problem_id", |t| t.problem_id.clear()),
+        ];
+        for (field, edit) in cases {
+            let mut b = wire[0].clone();
+            edit(&mut b);
+            assert_eq!(WireTrajectory::try_from(b).unwrap_err().field, field);
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!
 //! Layout: [`config`] (ActorConfig), [`convert`] (wire ↔ domain at the edge), [`work`] (one
 //! batch, pure of I/O), [`worker`] (the policy thread), [`push`] (trajectory stream),
-//! [`weights`] (download + verification), [`metrics`] (counters, Prometheus text).
+//! [`weights`] (download + verification), [`metrics`] (counters, Prometheus text; served on
+//! `/metrics` when `metrics_listen` is set).
 
 pub mod config;
 pub mod convert;
@@ -94,14 +95,45 @@ pub async fn run_actor(
     metrics
         .policy_version
         .store(deps.initial_version, Ordering::Relaxed);
+    let metrics_task = match config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| ActorConfigError {
+                field: "metrics_listen".into(),
+                reason: format!("cannot listen on {addr}: {e}"),
+            })?;
+            let (m, mut rx) = (metrics.clone(), stop_rx.clone());
+            let stopped = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            Some(tokio::spawn(deepsearch_coordinator::metrics::serve_text(
+                "actor",
+                move || m.render(),
+                listener,
+                stopped,
+            )))
+        }
+        None => None,
+    };
     let params = worker::WorkerParams {
         search: config.search.clone(),
         max_solutions: config.max_solutions,
+        metrics: metrics.clone(),
     };
-    let worker = PolicyWorker::spawn(deps.policy, deps.verifiers, params).await?;
+    let worker = match PolicyWorker::spawn(deps.policy, deps.verifiers, params).await {
+        Ok(w) => w,
+        Err(e) => {
+            if let Some(t) = metrics_task {
+                t.abort();
+            }
+            return Err(e);
+        }
+    };
     let result = drive(&config, &worker, &metrics, stop_rx).await;
     worker.stop().await;
     stopper.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     tracing::info!(ok = result.is_ok(), "actor stopped");
     result.map(|()| metrics.snapshot())
 }
@@ -117,6 +149,7 @@ struct Session {
     lost: Mutex<HashSet<String>>,
     /// Newest policy version anyone announced.
     newest: Arc<watch::Sender<u64>>,
+    metrics: Arc<ActorMetrics>,
 }
 
 impl Session {
@@ -125,6 +158,7 @@ impl Session {
     }
 
     fn announce(&self, v: u64) {
+        self.metrics.newest_policy_version.fetch_max(v, Ordering::Relaxed);
         self.newest.send_if_modified(|cur| {
             if v > *cur {
                 *cur = v;
@@ -218,6 +252,7 @@ async fn drive(
         leases: Mutex::new(HashSet::new()),
         lost: Mutex::new(HashSet::new()),
         newest: Arc::new(newest),
+        metrics: metrics.clone(),
     });
     let Some(interval) = session.register(&coord, cfg, metrics, &stop).await else {
         return Ok(());
@@ -466,6 +501,7 @@ async fn run_items(
             .fetch_add(r.expansions, Ordering::Relaxed);
         if r.mode == WorkMode::Search && r.report.error.is_none() {
             metrics.trees.fetch_add(1, Ordering::Relaxed);
+            metrics.observe_tree(r.max_depth, r.frontier_size);
         }
         let lost = session
             .lost

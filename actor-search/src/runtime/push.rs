@@ -213,6 +213,7 @@ async fn push_loop(
                         ActorMetrics::add(&metrics.trajectories_rejected, r.rejected_invalid.saturating_sub(counts.rejected));
                         counts.stale = counts.stale.max(r.dropped_stale);
                         counts.rejected = counts.rejected.max(r.rejected_invalid);
+                        metrics.newest_policy_version.fetch_max(r.policy_version, Ordering::Relaxed);
                         versions.send_if_modified(|v| if r.policy_version > *v { *v = r.policy_version; true } else { false });
                     }
                     Ok(None) => break "the learner closed the trajectory stream".to_string(),

@@ -47,6 +47,9 @@ pub struct ItemResult {
     pub report: Report,
     /// Expansions of the item's tree (search items).
     pub expansions: u64,
+    /// The tree's deepest node and its frontier size when it finished (search items; else 0).
+    pub max_depth: u32,
+    pub frontier_size: u32,
 }
 
 /// Knobs of a batch.
@@ -78,6 +81,8 @@ fn failed(item: &WorkItem, error: String) -> ItemResult {
             ..Report::default()
         },
         expansions: 0,
+        max_depth: 0,
+        frontier_size: 0,
     }
 }
 
@@ -214,6 +219,8 @@ fn run_forest<P: Policy + ?Sized>(
             let group = tree.group(params.version);
             let mut r = search_result(item, group, tree.solved(), params.max_solutions);
             r.expansions = tree.stats.expansions as u64;
+            r.max_depth = tree.stats.max_depth;
+            r.frontier_size = tree.stats.frontier_size;
             out[i] = Some(r);
         }
     }
@@ -270,6 +277,8 @@ fn search_result(item: &WorkItem, g: Group, solved: bool, max_solutions: usize) 
         },
         trajectories: g.trajectories,
         expansions: 0,
+        max_depth: 0,
+        frontier_size: 0,
     }
 }
 
@@ -327,5 +336,7 @@ fn direct_result(item: &WorkItem, mut g: Group) -> ItemResult {
             error: None,
         },
         expansions: 0,
+        max_depth: 0,
+        frontier_size: 0,
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::SearchConfig;
 use crate::policy::Policy;
 use crate::runtime::convert::WorkItem;
+use crate::runtime::metrics::ActorMetrics;
 use crate::runtime::work::{run_batch, BatchParams, ItemResult, PromptEncoder};
 use crate::runtime::ActorError;
 
@@ -31,12 +32,16 @@ impl<T: Policy + PromptEncoder + Reloadable + ?Sized> ActorPolicy for T {}
 /// Builds the model on the policy thread.
 pub type PolicyFactory = Box<dyn FnOnce() -> Result<Box<dyn ActorPolicy>, String> + Send>;
 
-/// Verifies through the pool of the task's verifier (deadline-bound: a hang becomes an error).
-struct PoolVerifier(Arc<VerifierPool>);
+/// Verifies through the pool of the task's verifier (deadline-bound: a hang becomes an error),
+/// timing every call into the actor's metrics.
+struct PoolVerifier(Arc<VerifierPool>, Arc<ActorMetrics>);
 
 impl Verifier for PoolVerifier {
     fn verify(&self, problem: &Problem, response: &str) -> Verdict {
-        self.0.verify(problem, response)
+        let t0 = std::time::Instant::now();
+        let v = self.0.verify(problem, response);
+        self.1.observe_verifier(t0.elapsed());
+        v
     }
 }
 
@@ -75,6 +80,8 @@ impl std::fmt::Debug for PolicyWorker {
 pub struct WorkerParams {
     pub search: SearchConfig,
     pub max_solutions: usize,
+    /// Where verifier latencies go.
+    pub metrics: Arc<ActorMetrics>,
 }
 
 impl PolicyWorker {
@@ -100,7 +107,7 @@ impl PolicyWorker {
                         return;
                     }
                 };
-                let verifier = PoolVerifier(pool);
+                let verifier = PoolVerifier(pool, params.metrics.clone());
                 let hook: &crate::sample::PrefixValid = &prefix_valid;
                 let hook = params.search.prune_invalid_prefixes.then_some(hook);
                 let mut next_key: u64 = 0;

@@ -3,6 +3,7 @@
 //! (serde, unknown fields rejected); [`LearnerRuntimeConfig::for_test`] is a small loopback setup.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -53,7 +54,14 @@ pub struct LearnerRuntimeConfig {
     /// for a step, plus credits granted to actors): the memory bound. Must hold a step's worth plus
     /// the actors' partial groups. Default 8192.
     pub max_queued_trajectories: usize,
-    /// Credits one stream may hold at once (unacknowledged trajectories in flight). Default 64.
+    /// Credits one stream may hold at once (unacknowledged trajectories in flight). Default 16.
+    ///
+    /// Why 16: credits only bound how far an actor may run ahead of its acknowledgements. The
+    /// 64-actor load benchmark (bench/RESULTS.md, "Learner runtime") ingests the same ~22k
+    /// trajectories/s with 8 credits as with 64, but 64 queue 4096 trajectories in flight and
+    /// push the p99 acknowledgement latency from 70 ms to 528 ms (Little's law) and reserve half
+    /// the default queue as credits. 16 keeps twice the measured sufficient window for links with
+    /// a longer round trip than loopback.
     pub stream_credits: u32,
     /// Trajectories more than this many versions behind the learner are dropped and counted
     /// (checked on arrival, on every new version and when a step is assembled). Default 4.
@@ -75,6 +83,16 @@ pub struct LearnerRuntimeConfig {
     pub request_timeout: Duration,
     /// The coordinator to notify of new versions; none = standalone. Default none.
     pub coordinator: Option<CoordinatorLink>,
+    /// Folder of the learner's checkpoints (`step-<8 digits>/`, see `crate::checkpoint`): written
+    /// every `checkpoint_every_steps` steps and at a clean shutdown; at start the newest one is
+    /// restored and training continues from its step and policy version. None = no checkpoints.
+    /// Default none.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Steps between checkpoints (the checkpoint is written before the step's version is
+    /// published, so with 1 every announced version survives a crash). Default 1.
+    pub checkpoint_every_steps: u64,
+    /// Checkpoints kept in `checkpoint_dir` (older ones deleted). Default 3.
+    pub keep_checkpoints: usize,
 }
 
 impl Default for LearnerRuntimeConfig {
@@ -85,7 +103,7 @@ impl Default for LearnerRuntimeConfig {
             advertise: String::new(),
             prompts_per_step: 256,
             max_queued_trajectories: 8192,
-            stream_credits: 64,
+            stream_credits: 16,
             max_staleness: 4,
             group_timeout: Duration::from_secs(600),
             dedupe_window: 1_000_000,
@@ -94,6 +112,9 @@ impl Default for LearnerRuntimeConfig {
             max_message_bytes: 16 << 20,
             request_timeout: Duration::from_secs(30),
             coordinator: None,
+            checkpoint_dir: None,
+            checkpoint_every_steps: 1,
+            keep_checkpoints: 3,
         }
     }
 }
@@ -127,6 +148,8 @@ impl LearnerRuntimeConfig {
         check("chunk_bytes", self.chunk_bytes > 0, "must be positive")?;
         check("max_message_bytes", self.max_message_bytes >= 4096, "must be >= 4096")?;
         check("request_timeout", !self.request_timeout.is_zero(), "must be positive")?;
+        check("checkpoint_every_steps", self.checkpoint_every_steps > 0, "must be positive")?;
+        check("keep_checkpoints", self.keep_checkpoints > 0, "must be positive")?;
         if let Some(c) = &self.coordinator {
             check("coordinator.attempts", c.attempts > 0, "must be positive")?;
             check("coordinator.timeout", !c.timeout.is_zero(), "must be positive")?;

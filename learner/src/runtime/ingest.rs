@@ -3,7 +3,8 @@
 //!
 //! - Validation at the edge: [`Incoming::try_from`] turns a wire `pb::Trajectory` into the domain
 //!   [`Trajectory`] or an [`Invalid`] naming the field (lengths agree, segments increase and end at
-//!   the response length, finite scores and log-probs, a verdict that carries a reward).
+//!   the response length, finite scores and log-probs, a verdict that carries a reward) through
+//!   the actor runtime's `WireTrajectory` conversion, the one definition both ends share.
 //! - Exactly-once: trajectory ids (and completed group ids) are remembered in a bounded window, so
 //!   a trajectory re-sent after a reconnect is acknowledged but ignored.
 //! - Grouping: trajectories wait under their `group_id` until `group_size` arrived; complete
@@ -20,15 +21,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use deepsearch_proto::v1 as pb;
-use deepsearch_search::score::Outcome;
+use deepsearch_search::runtime::WireTrajectory;
 use deepsearch_search::{Group, GroupStats, Source, Trajectory};
-use deepsearch_tasks::Verdict;
 
 /// Why a wire trajectory was rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
     /// The offending field of `pb::Trajectory`.
-    pub field: &'static str,
+    pub field: String,
     pub msg: String,
 }
 
@@ -38,8 +38,8 @@ impl std::fmt::Display for Invalid {
     }
 }
 
-fn invalid(field: &'static str, msg: impl Into<String>) -> Invalid {
-    Invalid { field, msg: msg.into() }
+fn invalid(field: &str, msg: impl Into<String>) -> Invalid {
+    Invalid { field: field.into(), msg: msg.into() }
 }
 
 /// A validated trajectory with its routing keys.
@@ -52,89 +52,19 @@ pub struct Incoming {
     pub trajectory: Trajectory,
 }
 
+/// Validation is the actor runtime's ([`WireTrajectory`]'s `TryFrom`: one definition of a
+/// well-formed wire trajectory for both ends); the learner only adds its routing keys.
 impl TryFrom<pb::Trajectory> for Incoming {
     type Error = Invalid;
 
     fn try_from(t: pb::Trajectory) -> Result<Self, Invalid> {
-        if t.trajectory_id.is_empty() {
-            return Err(invalid("trajectory_id", "empty"));
-        }
-        if t.group_id.is_empty() {
-            return Err(invalid("group_id", "empty"));
-        }
-        if t.group_size == 0 {
-            return Err(invalid("group_size", "must be >= 1"));
-        }
-        let n = t.response_tokens.len();
-        if n == 0 {
-            return Err(invalid("response_tokens", "empty"));
-        }
-        if t.prompt_tokens.is_empty() {
-            return Err(invalid("prompt_tokens", "empty"));
-        }
-        let source = match pb::TrajectorySource::try_from(t.source) {
-            Ok(pb::TrajectorySource::Search) => Source::Search,
-            Ok(pb::TrajectorySource::Direct) => Source::Direct,
-            Ok(pb::TrajectorySource::Cached) => Source::Cached,
-            _ => return Err(invalid("source", format!("unknown or unspecified ({})", t.source))),
-        };
-        let (verdict, outcome) = match pb::Verdict::try_from(t.verdict) {
-            Ok(pb::Verdict::Correct) => (Verdict::Correct, Outcome::Correct),
-            Ok(pb::Verdict::Wrong) => (Verdict::Wrong, Outcome::Wrong),
-            // The wire does not say whether it ended with EOS; the outcome is informational only.
-            Ok(pb::Verdict::Unparsable) => (Verdict::Unparsable, Outcome::Wrong),
-            Ok(pb::Verdict::Error) => return Err(invalid("verdict", "a verifier error carries no reward (spec §2)")),
-            _ => return Err(invalid("verdict", format!("missing or unknown ({})", t.verdict))),
-        };
-        if t.token_scores.len() != n {
-            return Err(invalid("token_scores", format!("{} scores for {n} response tokens", t.token_scores.len())));
-        }
-        // Cached solutions were not sampled now, so they may come without log-probs.
-        let lp_ok = t.sampling_logprobs.len() == n || (t.sampling_logprobs.is_empty() && source == Source::Cached);
-        if !lp_ok {
-            return Err(invalid("sampling_logprobs", format!("{} log-probs for {n} response tokens", t.sampling_logprobs.len())));
-        }
-        if !t.entropies.is_empty() && t.entropies.len() != n {
-            return Err(invalid("entropies", format!("{} entropies for {n} response tokens", t.entropies.len())));
-        }
-        let increasing = t.segment_ends.first().is_some_and(|&e| e > 0) && t.segment_ends.windows(2).all(|w| w[0] < w[1]);
-        if !increasing || t.segment_ends.last().map(|&e| e as usize) != Some(n) {
-            return Err(invalid("segment_ends", format!("must increase from > 0 to the response length {n}: {:?}", t.segment_ends)));
-        }
-        if !t.terminal_score.is_finite() {
-            return Err(invalid("terminal_score", format!("not finite ({})", t.terminal_score)));
-        }
-        if let Some(i) = t.token_scores.iter().position(|s| !s.is_finite()) {
-            return Err(invalid("token_scores", format!("not finite at token {i}")));
-        }
-        if let Some(i) = t.sampling_logprobs.iter().position(|l| !l.is_finite() || *l > 0.0) {
-            return Err(invalid("sampling_logprobs", format!("not a finite log-probability at token {i}")));
-        }
-        if let Some(i) = t.entropies.iter().position(|h| !h.is_finite() || *h < 0.0) {
-            return Err(invalid("entropies", format!("not a finite non-negative entropy at token {i}")));
-        }
+        let w = WireTrajectory::try_from(t).map_err(|e| Invalid { field: e.field, msg: e.reason })?;
         Ok(Incoming {
-            trajectory_id: t.trajectory_id,
-            group_id: t.group_id,
-            group_size: t.group_size,
-            actor_id: t.actor_id,
-            trajectory: Trajectory {
-                problem_id: t.problem_id,
-                prompt_tokens: t.prompt_tokens,
-                tokens: t.response_tokens,
-                segment_ends: t.segment_ends,
-                logprobs: t.sampling_logprobs,
-                entropies: t.entropies,
-                token_scores: t.token_scores,
-                terminal_score: f64::from(t.terminal_score),
-                // Already inside the scores; not on the wire.
-                overlong_penalty: 0.0,
-                verdict,
-                outcome,
-                text: String::new(),
-                source,
-                policy_version: t.policy_version,
-            },
+            trajectory_id: w.trajectory_id,
+            group_id: w.group_id,
+            group_size: w.group_size,
+            actor_id: w.actor_id,
+            trajectory: w.trajectory,
         })
     }
 }
@@ -244,6 +174,11 @@ impl Ingest {
     /// Complete groups waiting for a step.
     pub fn ready_groups(&self) -> usize {
         self.ready.len()
+    }
+
+    /// Incomplete groups.
+    pub fn pending_groups(&self) -> usize {
+        self.pending.len()
     }
 
     /// Takes up to `want` free slots (for credits); returns how many.
@@ -503,7 +438,7 @@ mod tests {
         // A late member of a completed group is a duplicate too.
         assert_eq!(push(&mut ing, wire("c", "g1", 2, 0), now), Disposition::Duplicate);
         assert!(matches!(push(&mut ing, wire("d", "g2", 3, 0), now), Disposition::Queued));
-        assert!(matches!(push(&mut ing, wire("e", "g2", 2, 0), now), Disposition::Rejected(Invalid { field: "group_size", .. })));
+        assert!(matches!(push(&mut ing, wire("e", "g2", 2, 0), now), Disposition::Rejected(Invalid { ref field, .. }) if field == "group_size"));
         assert_eq!((ing.free(), ing.queued(), ing.ready_groups()), (7, 3, 1));
         assert!(ing.take_step(2).is_none());
         let step = ing.take_step(1).unwrap();
@@ -519,7 +454,7 @@ mod tests {
         let mut ing = Ingest::new(lim(10), 5);
         // 5 − 2 = 3 > max 2
         assert_eq!(push(&mut ing, wire("a", "g1", 1, 2), now), Disposition::Stale { staleness: 3 });
-        assert!(matches!(push(&mut ing, wire("b", "g1", 1, 6), now), Disposition::Rejected(Invalid { field: "policy_version", .. })));
+        assert!(matches!(push(&mut ing, wire("b", "g1", 1, 6), now), Disposition::Rejected(Invalid { ref field, .. }) if field == "policy_version"));
         assert_eq!(push(&mut ing, wire("c", "g2", 1, 3), now), Disposition::GroupComplete);
         assert_eq!(push(&mut ing, wire("d", "g3", 2, 4), now), Disposition::Queued);
         ing.set_version(6); // g2 (version 3) is now 3 behind: dropped; g3 (4) stays

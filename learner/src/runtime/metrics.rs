@@ -16,6 +16,8 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// Complete groups waiting for a step.
     pub ready_groups: IntGauge,
+    /// Incomplete groups (members still to come).
+    pub pending_groups: IntGauge,
     /// Free slots (neither held nor granted as credits).
     pub free_slots: IntGauge,
     /// Open `PushTrajectories` streams.
@@ -30,6 +32,10 @@ pub struct Metrics {
     pub step_seconds: Histogram,
     /// Failed `PublishPolicyVersion` attempts.
     pub coordinator_publish_failures: IntCounter,
+    /// Checkpoints written.
+    pub checkpoints: IntCounter,
+    /// Checkpoints that failed (training went on).
+    pub checkpoint_failures: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -53,6 +59,7 @@ impl Metrics {
             groups: cv("groups_total", "groups by disposition"),
             queue_depth: g("queue_depth", "trajectories held"),
             ready_groups: g("ready_groups", "complete groups waiting for a step"),
+            pending_groups: g("pending_groups", "incomplete groups"),
             free_slots: g("free_slots", "queue slots neither held nor granted"),
             streams: g("streams", "open trajectory streams"),
             steps: c("steps_total", "training steps"),
@@ -65,6 +72,8 @@ impl Metrics {
             ),
             step_seconds: h("step_seconds", "training step time", prometheus::exponential_buckets(0.01, 2.0, 16).expect("valid buckets")),
             coordinator_publish_failures: c("coordinator_publish_failures_total", "failed PublishPolicyVersion attempts"),
+            checkpoints: c("checkpoints_total", "checkpoints written"),
+            checkpoint_failures: c("checkpoint_failures_total", "failed checkpoints"),
             registry: r,
         }
     }

@@ -13,6 +13,10 @@
 //!    by `DownloadWeights` (manifest → chunks → trailer; clients verify with
 //!    [`deepsearch_proto::weights::download_and_verify`]) and sent to the coordinator.
 //!
+//! 4. with `checkpoint_dir` set, the trainer thread restores the newest checkpoint at start
+//!    (step and policy version continue) and writes one every `checkpoint_every_steps` steps,
+//!    before that step's version is announced, and at a clean shutdown ([`publish`]).
+//!
 //! Entry point: [`run_learner`]. [`PolicyTrainer`] adapts the Tree-GRPO [`crate::Learner`].
 
 pub mod config;
@@ -23,6 +27,7 @@ pub mod publish;
 pub mod service;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -35,7 +40,7 @@ use tokio::sync::{watch, Notify};
 pub use config::{CoordinatorLink, LearnerRuntimeConfig};
 pub use ingest::{Disposition, Incoming, IngestCounts, Invalid};
 pub use policy_trainer::PolicyTrainer;
-pub use publish::Published;
+pub use publish::{CheckpointPolicy, Published};
 
 use crate::error::{LearnerError, Result};
 use crate::step::StepReport;
@@ -56,6 +61,25 @@ pub trait Trainer: Send + 'static {
     fn config_json(&self) -> String;
     /// Version of the current weights (0 before the first step, or the resumed version).
     fn policy_version(&self) -> u64;
+    /// Writes a checkpoint of the whole training state (weights, optimizer, step, version) under
+    /// `root`, keeping the newest `keep`; returns its folder. Default: checkpoints are not
+    /// supported (`Ok(None)`, logged as a failed checkpoint when `checkpoint_dir` is set).
+    fn save_checkpoint(&mut self, _root: &Path, _keep: usize) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
+    /// Restores the newest checkpoint under `root` if it is ahead of the current state; returns
+    /// its folder (None = nothing restored). Default: nothing to restore.
+    fn restore_checkpoint(&mut self, _root: &Path) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
+    /// Gives the current weights the version number `version` (above every version announced
+    /// before a crash; see [`publish::PUBLISHED_VERSION_FILE`]). Default: unsupported (an error).
+    fn renumber(&mut self, version: u64) -> Result<()> {
+        Err(LearnerError::InvalidArgument {
+            arg: "trainer".into(),
+            msg: format!("cannot renumber the policy to version {version}: versions up to {} were announced before and this trainer cannot continue above them", version.saturating_sub(1)),
+        })
+    }
 }
 
 /// State shared by the handlers and the stepper.
@@ -120,6 +144,7 @@ impl Shared {
         bump(&m.groups, "trained", c.groups_trained, before.groups_trained);
         m.queue_depth.set(ing.queued() as i64);
         m.ready_groups.set(ing.ready_groups() as i64);
+        m.pending_groups.set(ing.pending_groups() as i64);
         m.free_slots.set(ing.free() as i64);
         let freed = ing.free() > free_before;
         drop(ing);
@@ -143,6 +168,11 @@ impl Shared {
     }
 
     fn publish(&self, done: StepDone) {
+        match &done.checkpoint {
+            Some(Ok(_)) => self.metrics.checkpoints.inc(),
+            Some(Err(_)) => self.metrics.checkpoint_failures.inc(),
+            None => {}
+        }
         let p = Arc::new(done.published);
         let previous = self.version();
         if p.version <= previous && done.report.is_some() {
@@ -187,7 +217,12 @@ pub async fn run_learner_with<T: Trainer>(
 ) -> Result<()> {
     config.validate()?;
     let addr = listener.local_addr().map_err(|e| LearnerError::io("learner listener", e))?;
-    let trainer = TrainerThread::spawn(trainer)?;
+    let ckpt = config.checkpoint_dir.clone().map(|root| CheckpointPolicy {
+        root,
+        every_steps: config.checkpoint_every_steps,
+        keep: config.keep_checkpoints,
+    });
+    let trainer = TrainerThread::spawn_with(trainer, ckpt)?;
     let initial = trainer.export().await?;
     let v0 = initial.published.version;
     let metrics = Arc::new(Metrics::new());
@@ -231,6 +266,17 @@ pub async fn run_learner_with<T: Trainer>(
     tracing::info!(%addr, version = v0, "learner listening");
 
     let stepped = step_loop(&shared, &trainer, &version_tx, stop_rx.clone()).await;
+    if shared.cfg.checkpoint_dir.is_some() && trainer.is_alive() {
+        // a clean stop keeps every step (a kill -9 keeps those up to the last periodic one)
+        match trainer.checkpoint().await {
+            Ok(done) => match done.checkpoint {
+                Some(Ok(dir)) => tracing::info!(dir = %dir.display(), "final checkpoint written"),
+                Some(Err(_)) => shared.metrics.checkpoint_failures.inc(),
+                None => {}
+            },
+            Err(e) => tracing::error!(error = %e, "final checkpoint failed"),
+        }
+    }
 
     // Shutdown: streams end on the stop signal; give the server a grace period to drain.
     drop(version_tx);

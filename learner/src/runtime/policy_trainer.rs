@@ -3,6 +3,7 @@
 //! export is the policy's parameters as one safetensors file under their Hugging Face names.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use deepsearch_search::Group;
 use safetensors::tensor::TensorView;
@@ -10,6 +11,7 @@ use safetensors::Dtype;
 use tch::Kind;
 
 use super::Trainer;
+use crate::checkpoint::list_checkpoints;
 use crate::error::{LearnerError, Result};
 use crate::step::{Learner, StepReport};
 use crate::weights::{named_tensors, tensor_bytes};
@@ -30,6 +32,16 @@ impl PolicyTrainer {
     /// Wraps `learner`; `config_json` is the model's Hugging Face `config.json` text.
     pub fn new(learner: Learner, config_json: String) -> Self {
         PolicyTrainer { learner, config_json }
+    }
+
+    /// Wraps `learner` and restores the newest checkpoint under `root` when there is one
+    /// (weights, optimizer, step, policy version, RNG); a missing or empty `root` starts fresh.
+    /// `run_learner` with `checkpoint_dir` set does the same by itself (and does not restore a
+    /// checkpoint twice).
+    pub fn resume(learner: Learner, config_json: String, root: &Path) -> Result<Self> {
+        let mut t = PolicyTrainer::new(learner, config_json);
+        t.restore_checkpoint(root)?;
+        Ok(t)
     }
 }
 
@@ -80,5 +92,29 @@ impl Trainer for PolicyTrainer {
 
     fn policy_version(&self) -> u64 {
         self.learner.policy_version
+    }
+
+    fn save_checkpoint(&mut self, root: &Path, keep: usize) -> Result<Option<PathBuf>> {
+        // `Learner::save_checkpoint` prunes to `cfg.keep_last`; the runtime's setting rules here.
+        let own = std::mem::replace(&mut self.learner.cfg.keep_last, keep.max(1));
+        let r = self.learner.save_checkpoint(root);
+        self.learner.cfg.keep_last = own;
+        r.map(Some)
+    }
+
+    fn restore_checkpoint(&mut self, root: &Path) -> Result<Option<PathBuf>> {
+        let Some((step, dir)) = list_checkpoints(root)?.pop() else {
+            return Ok(None);
+        };
+        if step <= self.learner.step {
+            return Ok(None);
+        }
+        self.learner.load_checkpoint(&dir)?;
+        Ok(Some(dir))
+    }
+
+    fn renumber(&mut self, version: u64) -> Result<()> {
+        self.learner.policy_version = version;
+        Ok(())
     }
 }

@@ -118,7 +118,7 @@ async fn push_stream(shared: Arc<Shared>, mut input: Streaming<pb::PushTrajector
         }
         st.reserved -= 1;
         st.acked = m.sequence;
-        let inc = m.trajectory.ok_or_else(|| Invalid { field: "trajectory", msg: "missing".into() }).and_then(Incoming::try_from);
+        let inc = m.trajectory.ok_or_else(|| Invalid { field: "trajectory".into(), msg: "missing".into() }).and_then(Incoming::try_from);
         match shared.admit(inc, arrived) {
             Disposition::Stale { staleness } => {
                 st.dropped_stale += 1;
