@@ -62,6 +62,8 @@ pub struct IngestReport {
     pub out_of_vocab: usize,
     /// Trajectories longer than the model context.
     pub too_long: usize,
+    /// Groups with no correct trajectory, dropped under `drop_unsolved_groups`.
+    pub unsolved_groups: usize,
     /// Kept groups whose advantages are all zero (no signal; they still count in token means).
     pub zero_signal_groups: usize,
 }
@@ -164,6 +166,10 @@ pub fn build_step(groups: &[Group], cfg: &LearnerConfig, lim: &IngestLimits) -> 
             .collect();
         if valid.is_empty() {
             rep.empty_groups += 1;
+            continue;
+        }
+        if cfg.drop_unsolved_groups && !valid.iter().any(|t| t.verdict.is_correct()) {
+            rep.unsolved_groups += 1;
             continue;
         }
         let terminal: Vec<f64> = valid.iter().map(|t| t.terminal_score).collect();

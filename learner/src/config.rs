@@ -92,6 +92,12 @@ pub struct LearnerConfig {
     /// Groups whose oldest policy version is more than this many versions behind the learner are
     /// dropped and counted. Default 4.
     pub max_staleness: u64,
+    /// Drop (and count) groups in which no trajectory is correct before the step, like DAPO's
+    /// dynamic sampling keeps only groups with signal. Default false (spec §6: an unsolved tree
+    /// still trains: its intermediate segments score tanh(value) > −1 against μ ≈ −1, so they get
+    /// a positive advantage). Small models at a high learning rate reinforce their own wrong
+    /// lines that way and collapse; the embedded default sets it.
+    pub drop_unsolved_groups: bool,
     /// Positions per vocabulary-head chunk in log-prob recomputation. Default 256.
     pub logprob_chunk: i64,
     /// Checkpoints kept (older ones deleted). Default 3.
@@ -134,6 +140,7 @@ impl Default for LearnerConfig {
             kl_coef: 0.0,
             tis_cap: None,
             max_staleness: 4,
+            drop_unsolved_groups: false,
             logprob_chunk: 256,
             keep_last: 3,
             seed: 0,

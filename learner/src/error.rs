@@ -29,6 +29,10 @@ pub enum LearnerError {
     NonFinite { what: String, step: u64 },
     #[error("invalid argument `{arg}`: {msg}")]
     InvalidArgument { arg: String, msg: String },
+    /// Every group of a step was dropped by a signal filter (`drop_unsolved_groups`): nothing to
+    /// train on, no new version; not a failure.
+    #[error("no group with signal in the step ({unsolved} unsolved groups dropped)")]
+    NoSignal { unsolved: usize },
     #[error("policy: {0}")]
     Policy(#[from] deepsearch_policy::PolicyError),
     #[error("libtorch: {0}")]

@@ -316,6 +316,9 @@ impl Learner {
     /// Ingest + step in one call; the ingest report is returned with the step's.
     pub fn train_on_groups(&mut self, groups: &[Group]) -> Result<(StepReport, IngestReport)> {
         let (batch, ingest) = self.ingest(groups);
+        if batch.samples.is_empty() && ingest.unsolved_groups > 0 && ingest.unsolved_groups + ingest.empty_groups == ingest.groups_in {
+            return Err(LearnerError::NoSignal { unsolved: ingest.unsolved_groups });
+        }
         if batch.samples.is_empty() {
             return Err(LearnerError::InvalidArgument {
                 arg: "groups".into(),

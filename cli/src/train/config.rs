@@ -202,6 +202,9 @@ impl Default for TrainConfig {
             prompts_per_step: 8,
             mini_batches: 2,
             micro_batch_size: 16,
+            // a 0.3M model at lr 5e-4 collapses on the positive intermediate advantages of
+            // unsolved trees (spec §6); train on groups with a correct answer only
+            drop_unsolved_groups: true,
             ..LearnerConfig::default()
         };
         let runtime = LearnerRuntimeConfig { prompts_per_step: 8, max_queued_trajectories: 1024, ..Default::default() };

@@ -325,6 +325,9 @@ async fn step_loop(shared: &Arc<Shared>, trainer: &TrainerThread, version_tx: &w
                     let _ = version_tx.send(v);
                 }
                 Err(e) if !trainer.is_alive() => return Err(e),
+                Err(e @ LearnerError::NoSignal { .. }) => {
+                    tracing::debug!(error = %e, "step skipped: no group with signal");
+                }
                 Err(e) => {
                     shared.metrics.step_failures.inc();
                     tracing::error!(error = %e, "training step failed; its groups are dropped");
