@@ -109,6 +109,15 @@ impl Trainer for Recording {
     fn policy_version(&self) -> u64 {
         self.inner.policy_version()
     }
+    fn save_checkpoint(&mut self, root: &Path, keep: usize) -> deepsearch_learner::Result<Option<PathBuf>> {
+        self.inner.save_checkpoint(root, keep)
+    }
+    fn restore_checkpoint(&mut self, root: &Path) -> deepsearch_learner::Result<Option<PathBuf>> {
+        self.inner.restore_checkpoint(root)
+    }
+    fn renumber(&mut self, version: u64) -> deepsearch_learner::Result<()> {
+        self.inner.renumber(version)
+    }
 }
 
 /// Appends JSON lines to `OUT/metrics.jsonl`.
