@@ -40,6 +40,10 @@ pub struct SftConfig {
     pub seed: u64,
     /// Log-prob chunk length. Default 256.
     pub logprob_chunk: i64,
+    /// Learning rate at the end of training as a fraction of `lr`, reached by a cosine decay
+    /// after the warm-up over the run's length (the larger of the time, update and epoch
+    /// fractions done). Default 1.0 (constant).
+    pub decay_to: f64,
 }
 
 impl Default for SftConfig {
@@ -55,6 +59,7 @@ impl Default for SftConfig {
             max_seconds: 0.0,
             seed: 0,
             logprob_chunk: 256,
+            decay_to: 1.0,
         }
     }
 }
@@ -125,6 +130,12 @@ pub fn read_examples(path: &Path, model: &PolicyModel) -> Result<Vec<SftExample>
     Ok(out)
 }
 
+/// Cosine decay from `peak` (progress 0) to `peak · end_fraction` (progress ≥ 1).
+pub fn cosine_lr(peak: f64, end_fraction: f64, progress: f64) -> f64 {
+    let p = progress.clamp(0.0, 1.0);
+    peak * (end_fraction + (1.0 - end_fraction) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+}
+
 /// Trains `model` on `examples`; `on_log(update, loss)` is called after every update.
 pub fn train_sft(
     model: &mut PolicyModel,
@@ -165,10 +176,21 @@ pub fn train_sft(
     };
     let start = Instant::now();
     let mut rep = SftReport::default();
-    'outer: for _ in 0..cfg.epochs {
+    let per_epoch = samples.len().div_ceil(cfg.batch_size) as f64;
+    'outer: for epoch in 0..cfg.epochs {
         let mut order: Vec<usize> = (0..samples.len()).collect();
         order.shuffle(&mut rng);
-        for idx in order.chunks(cfg.batch_size) {
+        for (bi, idx) in order.chunks(cfg.batch_size).enumerate() {
+            if cfg.decay_to < 1.0 && rep.updates >= cfg.warmup_steps {
+                let mut done = (epoch as f64 * per_epoch + bi as f64) / (cfg.epochs as f64 * per_epoch);
+                if cfg.max_seconds > 0.0 {
+                    done = done.max(start.elapsed().as_secs_f64() / cfg.max_seconds);
+                }
+                if cfg.max_steps > 0 {
+                    done = done.max(rep.updates as f64 / cfg.max_steps as f64);
+                }
+                opt.hp.lr = cosine_lr(cfg.lr, cfg.decay_to, done);
+            }
             let n_tokens: usize = idx.iter().map(|&i| samples[i].response.len()).sum();
             let w = |_len: usize| 1.0 / n_tokens as f64;
             let mt = micro_tensors(&samples, idx, &w, model.device);
@@ -197,4 +219,19 @@ pub fn train_sft(
     }
     rep.seconds = start.elapsed().as_secs_f64();
     Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cosine_lr;
+
+    #[test]
+    fn cosine_decay_by_hand() {
+        assert_eq!(cosine_lr(1.0, 0.1, 0.0), 1.0);
+        // halfway: 0.1 + 0.9 · 0.5 · (1 + cos(π/2)) = 0.55
+        assert!((cosine_lr(1.0, 0.1, 0.5) - 0.55).abs() < 1e-12);
+        assert!((cosine_lr(2.0, 0.1, 1.0) - 0.2).abs() < 1e-12);
+        assert!((cosine_lr(2.0, 0.1, 7.0) - 0.2).abs() < 1e-12);
+        assert_eq!(cosine_lr(3e-3, 1.0, 0.3), 3e-3);
+    }
 }

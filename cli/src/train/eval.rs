@@ -57,7 +57,9 @@ pub fn bootstrap(cfg: &TrainConfig) -> anyhow::Result<PathBuf> {
         batch_size: b.batch_size,
         epochs: 1000,
         max_seconds: b.max_seconds,
+        max_steps: b.max_updates,
         seed: b.seed,
+        decay_to: b.decay_to,
         ..Default::default()
     };
     eprintln!("bootstrap: SFT of a {}-parameter model on {} easy traces for {:.0}s", model.num_parameters(), examples.len(), b.max_seconds);
