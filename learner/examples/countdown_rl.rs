@@ -3,7 +3,7 @@
 //! runtime in the way.
 //!
 //! `cargo run --release -p deepsearch-learner --example countdown_rl -- MODEL_DIR [steps] [lr]
-//!  [numbers] [k] [prompts_per_step]`
+//!  [numbers] [k] [prompts_per_step]` (env: KL_COEF, MINI_BATCHES, DROP_UNSOLVED=1)
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,7 +61,17 @@ fn main() {
     let sampler_vs = sampler_model.vs;
     let engine = Engine::new(sampler_model.model, tch::Device::Cpu, &sampler_model.eos_ids, EngineConfig::default()).with_decoder(decoder);
     let mut policy = EnginePolicy::new(engine);
-    let cfg = LearnerConfig { lr, warmup_steps: 2, prompts_per_step: pps, mini_batches: 2, micro_batch_size: 16, ..LearnerConfig::default() };
+    let env = |k: &str, d: f64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let cfg = LearnerConfig {
+        lr,
+        warmup_steps: 2,
+        prompts_per_step: pps,
+        mini_batches: env("MINI_BATCHES", 2.0) as usize,
+        micro_batch_size: 16,
+        kl_coef: env("KL_COEF", 0.0),
+        drop_unsolved_groups: env("DROP_UNSOLVED", 0.0) > 0.0,
+        ..LearnerConfig::default()
+    };
     let mut learner = Learner::new(cfg, learner_model, Box::new(SingleProcess)).unwrap();
     let mut search = SearchConfig::default();
     search.overlong.max_response_tokens = Some(160);

@@ -98,6 +98,11 @@ pub struct LearnerConfig {
     /// a positive advantage). Small models at a high learning rate reinforce their own wrong
     /// lines that way and collapse; the embedded default sets it.
     pub drop_unsolved_groups: bool,
+    /// Skip the optimizer update of a mini-batch whose reduced gradient is exactly zero (every
+    /// advantage zero: no signal). AdamW would otherwise keep moving every weight along its
+    /// momentum, about ten phantom updates per real one when most groups are all-wrong. Default
+    /// true.
+    pub skip_zero_grad_updates: bool,
     /// Positions per vocabulary-head chunk in log-prob recomputation. Default 256.
     pub logprob_chunk: i64,
     /// Checkpoints kept (older ones deleted). Default 3.
@@ -141,6 +146,7 @@ impl Default for LearnerConfig {
             tis_cap: None,
             max_staleness: 4,
             drop_unsolved_groups: false,
+            skip_zero_grad_updates: true,
             logprob_chunk: 256,
             keep_last: 3,
             seed: 0,

@@ -286,6 +286,12 @@ impl Learner {
                 // host/device sync: the gradient norm
                 let norm = self.opt.clip_grad_norm(&grads, cfg.grad_clip);
                 rep.grad_norms.push(norm);
+                if norm == 0.0 && cfg.skip_zero_grad_updates {
+                    // no signal in this mini-batch (all advantages zero): Adam would still move
+                    // every weight along its momentum; skip instead (every rank sees the same norm)
+                    rep.skipped_updates += 1;
+                    continue;
+                }
                 if !norm.is_finite() {
                     // every rank sees the same reduced norm, so every rank skips together
                     tracing::warn!(step = rep.step, norm, "non-finite gradient norm: update skipped");

@@ -74,3 +74,36 @@ fn a_step_raises_the_likelihood_of_positive_advantage_responses() {
     let (a1, b1) = (lp(&l, &[6, 7, 8, 9]), lp(&l, &[10, 11, 12, 13]));
     assert!(a1 > a0 + 0.1 && b1 < b0 - 0.1, "A {a0} → {a1}, B {b0} → {b1}");
 }
+
+/// A step whose groups carry no signal (every trajectory wrong, outcome scores: all advantages
+/// zero) leaves the weights exactly where they were, even after a step with signal has given
+/// AdamW momentum; with `skip_zero_grad_updates = false` the momentum moves them.
+#[test]
+fn a_step_without_signal_does_not_move_the_weights() {
+    let no_signal = || {
+        let mut g = common::synthetic_groups(3, 2, 4, 1);
+        for t in g.iter_mut().flat_map(|g| g.trajectories.iter_mut()) {
+            t.terminal_score = -1.0;
+            t.token_scores.iter_mut().for_each(|s| *s = -1.0);
+        }
+        g
+    };
+    for skip in [true, false] {
+        let cfg = LearnerConfig {
+            skip_zero_grad_updates: skip,
+            mini_batches: 1,
+            ..common::cfg()
+        };
+        let mut l = Learner::new(cfg, common::tiny_model(4), Box::new(SingleProcess)).unwrap();
+        l.train_on_groups(&common::synthetic_groups(1, 2, 4, 0)).unwrap();
+        let before = common::weights(&l);
+        let (rep, _) = l.train_on_groups(&no_signal()).unwrap();
+        let moved = common::max_diff(&before, &common::weights(&l));
+        if skip {
+            assert_eq!((rep.skipped_updates, rep.optimizer_updates, moved), (1, 0, 0.0));
+        } else {
+            assert_eq!((rep.skipped_updates, rep.optimizer_updates), (0, 1));
+            assert!(moved > 0.0, "momentum should have moved the weights");
+        }
+    }
+}
