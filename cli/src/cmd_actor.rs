@@ -226,7 +226,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let snap = rt.block_on(run_actor(cfg.actor, deps, shutdown_signal()))?;
+    let snap = rt.block_on(run_actor(cfg.actor, deps, crate::config_load::shutdown_signal()))?;
     tracing::info!(
         batches = snap.batches,
         trees = snap.trees,
@@ -237,23 +237,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "actor finished"
     );
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

@@ -46,26 +46,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "coordinator starting");
-        deepsearch_coordinator::run(cfg, listener, shutdown_signal()).await?;
+        deepsearch_coordinator::run(cfg, listener, crate::config_load::shutdown_signal()).await?;
         Ok(())
     })
-}
-
-/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

@@ -135,24 +135,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", cfg.runtime.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "learner starting");
-        run_learner(cfg.runtime, trainer, listener, shutdown_signal()).await?;
+        run_learner(cfg.runtime, trainer, listener, crate::config_load::shutdown_signal()).await?;
         Ok(())
     })
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

@@ -135,21 +135,6 @@ fn eval_line(step: u64, generated_tokens: u64, r: &EvalResult) -> serde_json::Va
     json!({"kind": "eval", "step": step, "generated_tokens": generated_tokens, "pass1": r.pass1, "pass_at_k": r.pass_at_k, "eval_tokens": r.tokens})
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn interrupted() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -296,7 +281,7 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
     let start = Instant::now();
     let deadline = tokio::time::sleep(budget);
     tokio::pin!(deadline);
-    let ctrl_c = interrupted();
+    let ctrl_c = crate::config_load::shutdown_signal();
     tokio::pin!(ctrl_c);
     let evaluator = Arc::new(Mutex::new(evaluator));
     let mut last_step = 0u64;

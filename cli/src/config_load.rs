@@ -1,4 +1,5 @@
-//! `--config FILE --set a.b=c` for the role commands (`deepsearch actor | learner | coordinator`;
+//! `--config FILE --set a.b=c` for the role commands and `deepsearch train`, and their shared
+//! Ctrl-C/SIGTERM shutdown signal (`deepsearch actor | learner | coordinator`;
 //! design.md "Config: TOML + `--set a.b=c` overrides"; issue #6 item 7).
 //!
 //! Layers, each deep-merged over the one before (tables merge key by key, anything else
@@ -16,10 +17,15 @@ use serde::Serialize;
 /// Reads `T` from `file` (if any) layered over `T::default()`, then applies `sets` ("a.b=c",
 /// the value parsed as TOML, else taken as a string).
 pub fn load<T: Default + Serialize + DeserializeOwned>(file: Option<&Path>, sets: &[String]) -> anyhow::Result<T> {
-    let source = file.map(|p| p.display().to_string()).unwrap_or_else(|| "the defaults".into());
-    let mut root = match toml::Value::try_from(T::default()).context("serialising the defaults")? {
+    load_labelled(file, sets, "the defaults")
+}
+
+/// [`load`], with `defaults` naming `T::default()` in errors when no file is given.
+pub fn load_labelled<T: Default + Serialize + DeserializeOwned>(file: Option<&Path>, sets: &[String], defaults: &str) -> anyhow::Result<T> {
+    let source = file.map(|p| p.display().to_string()).unwrap_or_else(|| defaults.to_string());
+    let mut root = match toml::Value::try_from(T::default()).with_context(|| format!("serialising {defaults}"))? {
         toml::Value::Table(t) => t,
-        _ => bail!("the defaults are not a TOML table"),
+        _ => bail!("{defaults}: not a TOML table"),
     };
     if let Some(p) = file {
         let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -48,6 +54,22 @@ pub fn merge(base: &mut toml::Table, over: toml::Table) {
             }
         }
     }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends): the clean-shutdown signal of every
+/// role command.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Sets the dotted `path` in `root` to `value` (parsed as a TOML value, else taken as a string).

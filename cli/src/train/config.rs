@@ -261,48 +261,13 @@ impl TrainConfig {
     }
 }
 
-/// Sets `path` (dotted) in `root` to `value` (parsed as a TOML value, else taken as a string).
-pub fn set_key(root: &mut toml::Table, path: &str, value: &str) -> anyhow::Result<()> {
-    let parsed: toml::Value = match format!("v = {value}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(value.into())),
-        Err(_) => toml::Value::String(value.into()),
-    };
-    let parts: Vec<&str> = path.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        bail!("--set {path}={value}: empty key segment");
-    }
-    let mut t = root;
-    for p in &parts[..parts.len() - 1] {
-        let entry = t.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        t = entry.as_table_mut().with_context(|| format!("--set {path}: `{p}` is not a table"))?;
-    }
-    t.insert(parts[parts.len() - 1].to_string(), parsed);
-    Ok(())
-}
-
 /// Reads `file` (if any), applies `sets` ("a.b=c"), deserialises. Errors name the file or the
 /// `--set` and the offending key.
 pub fn resolve(file: Option<&Path>, sets: &[String]) -> anyhow::Result<TrainConfig> {
     let source = file.map(|p| p.display().to_string()).unwrap_or_else(|| "the built-in default".into());
-    // Layered: the embedded default, then the file, then each --set. Merging tables (rather than
-    // letting serde fill a missing field from the section type's own Default) keeps a partial
-    // `[learner]` from resetting its siblings to the crate defaults.
-    let mut root = match toml::Value::try_from(TrainConfig::default()).context("serialising the built-in default")? {
-        toml::Value::Table(t) => t,
-        _ => bail!("the built-in default is not a table"),
-    };
-    if let Some(p) = file {
-        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        let table = text.parse::<toml::Table>().with_context(|| format!("parsing {}", p.display()))?;
-        merge(&mut root, table);
-    }
-    for s in sets {
-        let (k, v) = s.split_once('=').with_context(|| format!("--set `{s}`: expected key=value"))?;
-        set_key(&mut root, k.trim(), v.trim())?;
-    }
-    let cfg: TrainConfig = toml::Value::Table(root)
-        .try_into()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("{source} with --set {sets:?}: {e}"))?;
+    // Layered over the embedded default (not each section type's own Default), so a partial
+    // `[learner]` does not reset its siblings to the crate defaults.
+    let cfg: TrainConfig = crate::config_load::load_labelled(file, sets, "the built-in default")?;
     cfg.time_budget()?;
     if cfg.actors.count == 0 {
         bail!("{source}: actors.count must be at least 1");
@@ -312,18 +277,6 @@ pub fn resolve(file: Option<&Path>, sets: &[String]) -> anyhow::Result<TrainConf
     }
     cfg.actor.validate().map_err(|e| anyhow::anyhow!("{source}: actor.{e}"))?;
     Ok(cfg)
-}
-
-/// Deep-merges `over` into `base`: tables merge key by key, anything else replaces.
-pub fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
 }
 
 /// FNV-1a 64 of `bytes` (stable across builds, for the bootstrap cache key).
