@@ -84,7 +84,7 @@ stop_pids() { # stop_pids SECONDS PID...: SIGTERM, up to SECONDS to exit, then S
         sleep 0.1
     done
     for pid in "$@"; do
-        kill -0 "$pid" 2>/dev/null && echo "netns-test: pid $pid ignored SIGTERM for $grace s; killed" >&2
+        kill -0 "$pid" 2>/dev/null && echo "netns-test: pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-120)) ignored SIGTERM for $grace s; killed" >&2
         kill -KILL "$pid" 2>/dev/null
     done
 }
@@ -255,9 +255,24 @@ wait_for "actor-2 holds leases" actor_has_leases actor-2
 status | sed 's/^/    /' >&2
 
 # ---- 2. cut actor-2's link -------------------------------------------------------------------
+# With a tiny model a lease lasts milliseconds, so actor-2 may finish every lease it holds
+# between a status check and the cut, and then no lease is left to expire. Freeze it (SIGSTOP)
+# first, and cut its link only while the coordinator sees it holding leases that it can no
+# longer report; it resumes (SIGCONT) behind the cut link.
+ACT2_PID=${PIDS[3]}
+[[ $(cat "/proc/$ACT2_PID/comm" 2>/dev/null) == deepsearch ]] || fail "pid $ACT2_PID is not actor-2's deepsearch process"
+frozen_with_leases() {
+    kill -STOP "$ACT2_PID" || return 1
+    sleep 0.3 # a report already on the wire lands before the check
+    actor_has_leases actor-2 && return 0
+    kill -CONT "$ACT2_PID"
+    return 1
+}
+wait_for "actor-2 frozen (SIGSTOP) while holding leases" frozen_with_leases
 expired0=$(metric deepsearch_coordinator_leases_expired_total)
 v_cut=$(policy_version)
 ip -n "$TAG-act2" link set eth0 down
+kill -CONT "$ACT2_PID"
 log "cut actor-2's link (ip link set eth0 down in $TAG-act2) at policy version $v_cut; leases expired so far: $expired0"
 wait_for "coordinator expired actor-2's leases (leases_expired_total > $expired0)" expired_above "$expired0"
 wait_for "actor-2 dropped or holding no lease" actor_gone_or_idle actor-2
