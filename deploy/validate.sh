@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Static checks of everything in deploy/ (issue #8), run by CI through scripts/test.sh:
-#   1. shellcheck on every shell script of deploy/;
+#   1. shellcheck on every shell script of deploy/ and scripts/ (and .ci/run);
 #   2. hadolint on the Dockerfiles (it runs ShellCheck on RUN steps too), and shellcheck on their
 #      RUN steps extracted to a script (deploy/tools/dockerfile-run-steps.py);
 #   3. the Dockerfiles' Rust version equals rust-toolchain.toml's channel;
@@ -39,7 +39,7 @@ for tool in kubectl kubernetes-validate shellcheck hadolint; do
 done
 
 # ---- 1. shell scripts ----------------------------------------------------------------------
-mapfile -t scripts < <(find deploy -name '*.sh' -type f | sort)
+mapfile -t scripts < <({ find deploy scripts -name '*.sh' -type f; echo .ci/run; } | sort)
 if shellcheck -x "${scripts[@]}"; then
     say "ok: shellcheck ${#scripts[@]} scripts (${scripts[*]})"
 else

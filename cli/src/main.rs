@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod cmd_actor;
 mod cmd_admin;
 mod cmd_coordinator;
+mod cmd_eval;
 mod cmd_gen;
 mod cmd_generate;
 mod cmd_learner;
@@ -46,6 +47,8 @@ enum Cmd {
     Gen(cmd_gen::Args),
     /// Run the whole system on one machine (coordinator, actors, learner): the embedded default.
     Train(cmd_train::Args),
+    /// Pass@1 and unbiased pass@k of a policy on a problem set (optionally search-augmented).
+    Eval(cmd_eval::Args),
     /// Draw report.html from one or more run folders (several runs on the same axes).
     Report(ReportArgs),
 }
@@ -62,13 +65,16 @@ struct ReportArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `train` sets up its own logging (a file in the run folder, warnings on stderr)
+    if !matches!(cli.cmd, Cmd::Train(_)) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let result = match cli.cmd {
         Cmd::Generate(a) => cmd_generate::run(a),
         Cmd::Verify(a) => cmd_verify::run(a),
@@ -80,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Search(a) => cmd_search::run(a),
         Cmd::Gen(a) => cmd_gen::run(a),
         Cmd::Train(a) => cmd_train::run(a),
+        Cmd::Eval(a) => cmd_eval::run(a),
         Cmd::Report(a) => {
             let out = a.out.unwrap_or_else(|| match a.runs.as_slice() {
                 [one] => one.join("report.html"),

@@ -96,6 +96,12 @@ impl Coordinator {
         Ok(c)
     }
 
+    /// An in-process reader of the admin status (the `GetStatus` answer, without a token): for a
+    /// host process that embeds the coordinator (`deepsearch train`). Calls fail once it stopped.
+    pub fn status_reader(&self) -> StatusReader {
+        StatusReader(self.core.handle())
+    }
+
     /// Adds problems not yet known (as unfiltered); returns how many were new.
     pub async fn add_problems(&self, problems: Vec<Problem>) -> Result<usize> {
         self.core.handle().try_call(move |c| c.add_problems(problems)).await
@@ -113,6 +119,17 @@ impl Coordinator {
         core.stop().await;
         tracing::info!("coordinator stopped");
         result
+    }
+}
+
+/// See [`Coordinator::status_reader`].
+#[derive(Clone)]
+pub struct StatusReader(handle::CoreHandle);
+
+impl StatusReader {
+    /// The coordinator's status now.
+    pub async fn status(&self) -> Result<deepsearch_proto::v1::GetStatusResponse> {
+        self.0.try_call(|c| c.status(handle::now_ms())).await
     }
 }
 

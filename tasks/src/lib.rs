@@ -11,6 +11,7 @@
 //!   uses to prune invalid lines.
 //! - [`math`]: the math answer checker (boxed-answer extraction, Minerva-style normalisation,
 //!   exact rational / symbolic-numeric equivalence, tuples, intervals, sets, matrices, ...).
+//! - [`passk`]: the unbiased pass@k estimator used by the evaluations.
 //! - [`registry`] maps a task name to its verifier; [`pool`] runs verifications on worker threads
 //!   with a per-call deadline, so a slow verification becomes [`Verdict::Error`], never a hang or a
 //!   silent −1 (spec §2, design "what users complain about" #5).
@@ -21,6 +22,7 @@ pub mod arithmetic;
 pub mod countdown;
 mod error;
 pub mod math;
+pub mod passk;
 pub mod pool;
 pub mod prompt;
 pub mod registry;

@@ -113,6 +113,11 @@ counters! {
     /// `verifier_seconds`).
     verifier_calls,
     verifier_micros,
+    /// Wall time of the policy thread's batches (generation, verification and search
+    /// bookkeeping), microseconds.
+    batch_micros,
+    /// Of which batched generation calls (`Policy::expand`), microseconds.
+    generate_micros,
 }
 
 impl ActorMetrics {
