@@ -519,6 +519,10 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
                     coord = now;
                 }
                 let tot = ActorTotals::of(&actor_metrics, start.tokens_before);
+                if cfg.run.token_budget > 0 && tot.generated >= cfg.run.token_budget {
+                    progress.line(format!("train: token budget reached ({} generated tokens)", tot.generated));
+                    break;
+                }
                 let secs = t_start.elapsed().as_secs_f64().max(1e-3);
                 progress.bar.set_position(t_start.elapsed().as_secs());
                 progress.bar.set_message(format!(
@@ -536,6 +540,7 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
                 let now = ActorTotals::of(&actor_metrics, start.tokens_before);
                 metrics.write(step_record(&s, &now, &prev, train_s, elapsed(&t_start)))?;
                 prev = now;
+                let budget_spent = cfg.run.token_budget > 0 && now.generated >= cfg.run.token_budget;
                 progress.line(format!("step {:>4}  reward {:+.3}  correct {:.3}  loss {:+.4}  tokens {}  {:.0}s", s.step, s.reward_mean, s.correct_fraction, s.loss, now.generated, elapsed(&t_start)));
                 if cfg.eval.every_steps > 0 && s.step % cfg.eval.every_steps == 0 {
                     if let Some(r) = eval_latest(&evaluator, &latest).await? {
@@ -543,6 +548,10 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
                         progress.line(format!("eval step {}: pass@1 {:.3} pass@{} {:.3}", s.step, r.pass1, cfg.eval.samples, r.pass_at_k));
                         metrics.write(eval_line(s.step, now.generated, &r))?;
                     }
+                }
+                if budget_spent {
+                    progress.line(format!("train: token budget reached ({} generated tokens)", now.generated));
+                    break;
                 }
             }
         }

@@ -41,6 +41,9 @@ pub struct RunConfig {
     pub seed: u64,
     /// Wall time of the RL phase (after bootstrap and the first eval), humantime. Default "10m".
     pub time_budget: String,
+    /// Also stop once the actors generated this many tokens (search, filter and sampling; 0 = no
+    /// limit): DeepSearch and GRPO compared at equal generated tokens. Default 0.
+    pub token_budget: u64,
     /// `deepsearch` or `grpo`; sets `coordinator.schedule.pipeline`. Default "deepsearch".
     pub mode: Mode,
     /// libtorch intra-op threads (0 = libtorch default). Default 1: on a loaded 2-core machine one
@@ -50,7 +53,7 @@ pub struct RunConfig {
 
 impl Default for RunConfig {
     fn default() -> Self {
-        RunConfig { out_dir: "runs/default".into(), seed: 0, time_budget: "10m".into(), mode: Mode::Deepsearch, threads: 1 }
+        RunConfig { out_dir: "runs/default".into(), seed: 0, time_budget: "10m".into(), token_budget: 0, mode: Mode::Deepsearch, threads: 1 }
     }
 }
 
