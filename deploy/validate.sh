@@ -39,7 +39,7 @@ for tool in kubectl kubernetes-validate shellcheck hadolint; do
 done
 
 # ---- 1. shell scripts ----------------------------------------------------------------------
-mapfile -t scripts < <({ find deploy scripts -name '*.sh' -type f; echo .ci/run; } | sort)
+mapfile -t scripts < <({ find deploy scripts bench -name '*.sh' -type f; echo .ci/run; } | sort)
 if shellcheck -x "${scripts[@]}"; then
     say "ok: shellcheck ${#scripts[@]} scripts (${scripts[*]})"
 else

@@ -420,6 +420,13 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
     ccfg.sources.clear();
     ccfg.state_dir = out.join("coordinator");
     ccfg.schedule.pipeline = cfg.pipeline();
+    // admin over the loopback listener while the run lasts (a fresh token per run folder)
+    let token_file = out.join("admin.token");
+    if !token_file.exists() {
+        write_token(&token_file)?;
+    }
+    ccfg.admin.token_file = Some(token_file.clone());
+    ccfg.admin.token_env = None;
     let learner_ckpt = cfg.runtime.checkpoint_dir.clone().unwrap_or_else(|| out.join("checkpoints").join("learner"));
     if !start.resume {
         for d in [&ccfg.state_dir, &learner_ckpt] {
@@ -486,6 +493,7 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
         humantime::format_duration(Duration::from_secs(budget.as_secs())),
         out.join("train.log").display()
     );
+    eprintln!("train: admin: deepsearch admin --coordinator {coord_addr} --token-file {} status", token_file.display());
 
     let t_start = Instant::now();
     let elapsed = |t: &Instant| start.elapsed_before + t.elapsed().as_secs_f64();
@@ -610,6 +618,24 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
         }
     }
     Ok(Done { last_step, generated: g, interrupted })
+}
+
+/// Writes a random admin token (48 hex digits from the OS) readable by the owner only.
+fn write_token(path: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom for the admin token")?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{hex}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// Writes the coordinator's solution cache (problems with status `cached`) as JSONL, read from

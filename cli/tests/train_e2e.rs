@@ -112,6 +112,14 @@ fn train_writes_a_complete_run_folder() {
     let ckpt = out.join("checkpoints").join("final");
     assert!(ckpt.join("config.json").is_file() && ckpt.join("model.safetensors").is_file());
     assert!(out.join("solution_cache.jsonl").is_file());
+    // the admin token of the run's coordinator, for its owner only
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(out.join("admin.token")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o077, 0, "admin.token readable by others");
+        assert!(std::fs::read_to_string(out.join("admin.token")).unwrap().trim().len() >= 32);
+    }
+    assert!(stderr.contains("deepsearch admin --coordinator"), "no admin hint: {stderr}");
     // the bootstrap model is cached for the next run
     assert!(std::fs::read_dir(bootstrap_cache()).unwrap().any(|e| e.unwrap().path().join("model.safetensors").is_file()));
 
