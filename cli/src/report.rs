@@ -20,8 +20,16 @@
 //!
 //! Markers: every chart is a `<figure data-chart="ID" data-points="N">` (N: points of all its
 //! series); every series carries `data-run="I"` (the run's index), `data-series="FIELD"` and
-//! `data-series-points="N"`; an empty chart holds `<p class="empty">no data recorded</p>`; the
-//! script sets `data-script="ok"` on `<html>` when it ran to the end.
+//! `data-series-points="N"` (its raw points); an empty chart holds
+//! `<p class="empty">no data recorded</p>`; the script sets `data-script="ok"` on `<html>` when it
+//! ran to the end.
+//!
+//! Long per-step series (more than [`SMOOTH_ABOVE`] points) would be a solid band of noise: their
+//! raw points are a faint thin line under a centred moving average over about 2% of the points
+//! (at least [`MIN_WINDOW`]), and their series `<g>` carries `data-smoothed-window="W"`; the legend
+//! names the window. Eval and round series are drawn as recorded. Hover dots only on unsmoothed
+//! series of at most [`MAX_DOTS`] points. The faint raw lines are drawn first, each in its own
+//! `<g class="raw" data-run="I">`, so that no run's noise covers another run's average.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -129,8 +137,53 @@ const RUN_COLORS: &[&str] = &["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F
 const PHASE_COLORS: &[&str] = &["#4C72B0", "#DD8452", "#55A868", "#8172B3"];
 /// Dash patterns telling apart the series of one run in one chart.
 const DASHES: &[&str] = &["", "7 4", "2 3"];
-/// Series with more points than this are drawn as a line only (no hover dots).
-const MAX_DOTS: usize = 400;
+/// Series with more points than this, and smoothed ones, are drawn as lines only (no hover dots).
+const MAX_DOTS: usize = 100;
+/// Per-step series with more points than this get a moving average over the faint raw line.
+const SMOOTH_ABOVE: usize = 60;
+/// The smallest moving-average window.
+const MIN_WINDOW: usize = 5;
+/// Names longer than this (in characters) are shortened in the time split's label column.
+const MAX_LABEL_CHARS: usize = 24;
+
+/// The moving-average window for a series of `n` points: about 2% of them, at least
+/// [`MIN_WINDOW`], odd so that it is centred on a point.
+fn smooth_window(n: usize) -> usize {
+    let w = ((n as f64 * 0.02).round() as usize).max(MIN_WINDOW);
+    w | 1
+}
+
+/// The centred moving average of `ys` over `window` values; near the ends the window is cut
+/// to the values there are (so the first value averages `window / 2 + 1` of them).
+fn moving_average(ys: &[f64], window: usize) -> Vec<f64> {
+    let half = window / 2;
+    let mut prefix = Vec::with_capacity(ys.len() + 1);
+    prefix.push(0.0);
+    for y in ys {
+        prefix.push(prefix[prefix.len() - 1] + y);
+    }
+    (0..ys.len())
+        .map(|i| {
+            let (lo, hi) = (i.saturating_sub(half), (i + half + 1).min(ys.len()));
+            (prefix[hi] - prefix[lo]) / (hi - lo) as f64
+        })
+        .collect()
+}
+
+/// `name` cut to at most `max` characters, with an ellipsis in the middle where it was cut
+/// (both ends of run names and paths tell runs apart).
+fn shorten(name: &str, max: usize) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= max || max < 3 {
+        return name.to_string();
+    }
+    let tail = (max - 1) / 2;
+    let head = max - 1 - tail;
+    let mut s: String = chars[..head].iter().collect();
+    s.push('…');
+    s.extend(&chars[chars.len() - tail..]);
+    s
+}
 
 fn color(run: usize) -> &'static str {
     RUN_COLORS[run % RUN_COLORS.len()]
@@ -240,6 +293,8 @@ struct Line {
     field: &'static str,
     label: String,
     pts: Vec<(f64, f64)>,
+    /// The moving-average window, where the series is smoothed.
+    window: Option<usize>,
 }
 
 // Chart geometry (SVG user units; the SVG scales to its column).
@@ -257,7 +312,8 @@ fn chart_lines(chart: &Chart, runs: &[RunData]) -> Vec<Line> {
             let pts = series(run, chart.kind, chart.x, field);
             if !pts.is_empty() {
                 let label = if chart.series.len() > 1 { format!("{} · {label}", run.name) } else { run.name.clone() };
-                lines.push(Line { run: ri, dash: si, field, label, pts });
+                let window = (chart.kind == "step" && pts.len() > SMOOTH_ABOVE).then(|| smooth_window(pts.len()));
+                lines.push(Line { run: ri, dash: si, field, label, pts, window });
             }
         }
     }
@@ -291,12 +347,30 @@ fn svg_chart(out: &mut String, chart: &Chart, runs: &[RunData]) -> usize {
     let _ = write!(out, "<rect class=\"frame\" x=\"{ML}\" y=\"{MT}\" width=\"{}\" height=\"{}\"/>", W - ML - MR, H - MT - MB);
     let _ = write!(out, "<text class=\"axis\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>", (ML + W - MR) / 2.0, H - 8.0, esc(chart.x_label));
     let _ = write!(out, "<text class=\"axis\" transform=\"translate(15,{:.1}) rotate(-90)\" text-anchor=\"middle\">{}</text>", (MT + H - MB) / 2.0, esc(chart.y_label));
+    let coords = |pts: &mut dyn Iterator<Item = (f64, f64)>| pts.map(|(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect::<Vec<_>>().join(" ");
+    // the raw values of smoothed series, faint and thin, under every series' line
+    for l in lines.iter().filter(|l| l.window.is_some()) {
+        let _ = write!(out, "<g class=\"raw\" data-run=\"{}\"><polyline fill=\"none\" stroke=\"{}\" stroke-width=\"0.8\" stroke-opacity=\"0.22\" points=\"{}\"/></g>", l.run, color(l.run), coords(&mut l.pts.iter().copied()));
+    }
     for l in &lines {
         let c = color(l.run);
-        let coords: Vec<String> = l.pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
-        let _ = write!(out, "<g class=\"series\" data-run=\"{}\" data-series=\"{}\" data-series-points=\"{}\">", l.run, l.field, l.pts.len());
-        let _ = write!(out, "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" stroke-dasharray=\"{}\" points=\"{}\"/>", DASHES[l.dash % DASHES.len()], coords.join(" "));
-        if l.pts.len() <= MAX_DOTS {
+        let _ = write!(out, "<g class=\"series\" data-run=\"{}\" data-series=\"{}\" data-series-points=\"{}\"", l.run, l.field, l.pts.len());
+        let dash = DASHES[l.dash % DASHES.len()];
+        match l.window {
+            Some(w) => {
+                // the moving average, in x order, over the raw line drawn above
+                let _ = write!(out, " data-smoothed-window=\"{w}\">");
+                let mut sorted = l.pts.clone();
+                sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let ys: Vec<f64> = sorted.iter().map(|p| p.1).collect();
+                let avg = moving_average(&ys, w);
+                let _ = write!(out, "<polyline class=\"smooth\" fill=\"none\" stroke=\"{c}\" stroke-width=\"2.2\" stroke-linejoin=\"round\" stroke-dasharray=\"{dash}\" points=\"{}\"><title>{}: moving average of {w} steps</title></polyline>", coords(&mut sorted.iter().zip(&avg).map(|(p, a)| (p.0, *a))), esc(&l.label));
+            }
+            None => {
+                let _ = write!(out, "><polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\" points=\"{}\"/>", coords(&mut l.pts.iter().copied()));
+            }
+        }
+        if l.window.is_none() && l.pts.len() <= MAX_DOTS {
             for &(x, y) in &l.pts {
                 let _ = write!(out, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"><title>{}\n{}: {}\n{}: {}</title></circle>", px(x), py(y), esc(&l.label), esc(chart.x_label), fmt_value(x), esc(chart.y_label), fmt_value(y));
             }
@@ -305,9 +379,13 @@ fn svg_chart(out: &mut String, chart: &Chart, runs: &[RunData]) -> usize {
     }
     out.push_str("</svg><div class=\"legend\">");
     for l in &lines {
-        let _ = write!(out, "<span data-run=\"{}\"><svg width=\"26\" height=\"10\"><line x1=\"1\" x2=\"25\" y1=\"5\" y2=\"5\" stroke=\"{}\" stroke-width=\"2.5\" stroke-dasharray=\"{}\"/></svg>{} <small>({} pts)</small></span>", l.run, color(l.run), DASHES[l.dash % DASHES.len()], esc(&l.label), l.pts.len());
+        let _ = write!(out, "<span data-run=\"{}\"><svg width=\"26\" height=\"10\"><line x1=\"1\" x2=\"25\" y1=\"5\" y2=\"5\" stroke=\"{}\" stroke-width=\"2.5\" stroke-dasharray=\"{}\"/></svg>{} <small>({} pts{})</small></span>", l.run, color(l.run), DASHES[l.dash % DASHES.len()], esc(&l.label), l.pts.len(), l.window.map(|w| format!(", avg of {w}")).unwrap_or_default());
     }
-    out.push_str("</div></figure>");
+    out.push_str("</div>");
+    if lines.iter().any(|l| l.window.is_some()) {
+        out.push_str("<p class=\"note\">Faint: every step. Bold: centred moving average (window in the legend, about 2% of the steps).</p>");
+    }
+    out.push_str("</figure>");
     n
 }
 
@@ -324,14 +402,17 @@ fn svg_time_split(out: &mut String, runs: &[RunData]) -> usize {
         out.push_str("<p class=\"empty\">no data recorded</p></figure>");
         return 0;
     }
-    let (bar, gap, ml, mr) = (26.0, 14.0, 110.0, 70.0);
+    // the label column fits the longest (shortened) name: about 7 units a character at 12px
+    let longest = rows.iter().map(|(ri, _)| runs[*ri].name.chars().count().min(MAX_LABEL_CHARS)).max().unwrap_or(0);
+    let (bar, gap, mr) = (26.0, 14.0, 70.0);
+    let ml = (longest as f64 * 7.0 + 16.0).max(60.0);
     let h = rows.len() as f64 * (bar + gap) + gap;
     let _ = write!(out, "<svg viewBox=\"0 0 {W} {h}\" role=\"img\" aria-label=\"time split\">");
     for (i, (ri, vals)) in rows.iter().enumerate() {
         let total: f64 = vals.iter().sum();
         let y = gap + i as f64 * (bar + gap);
         let name = &runs[*ri].name;
-        let _ = write!(out, "<text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"{}\">{}</text>", ml - 8.0, y + bar * 0.68, color(*ri), esc(name));
+        let _ = write!(out, "<text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"{}\"><title>{}</title>{}</text>", ml - 8.0, y + bar * 0.68, color(*ri), esc(name), esc(&shorten(name, MAX_LABEL_CHARS)));
         let mut x = ml;
         for (j, v) in vals.iter().enumerate().filter(|(_, v)| **v > 0.0) {
             let bw = v / total * (W - ml - mr);
@@ -392,7 +473,7 @@ line.gl{stroke:#e6e6e6}.frame{fill:none;stroke:#888}circle{stroke:#fff;stroke-wi
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:13px;margin-top:4px}.legend svg{vertical-align:middle;margin-right:4px}\
 .legend i,.summary i{display:inline-block;width:11px;height:11px;margin-right:6px;border-radius:2px;vertical-align:-1px}\
 .legend small{color:#777}.off{opacity:.08}.legend .off,.summary .off{opacity:.35}\
-.empty{color:#888;font-style:italic;padding:40px 0;text-align:center;border:1px dashed #ccc;border-radius:6px}\
+.note{color:#666;font-size:12px;margin:4px 0 0}.empty{color:#888;font-style:italic;padding:40px 0;text-align:center;border:1px dashed #ccc;border-radius:6px}\
 .summary{border-collapse:collapse;background:#fff;font-variant-numeric:tabular-nums}.summary th,.summary td{border:1px solid #ddd;padding:4px 10px;text-align:right}\
 .summary tbody th{text-align:left}.summary thead th{background:#f0f0f0;text-align:center}.na{color:#aaa}";
 
@@ -427,7 +508,7 @@ pub fn render(runs: &[RunData], title: &str) -> String {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{title}</title><style>{STYLE}</style></head>\
-<body><h1>{title}</h1><p class=\"meta\">{n} run(s), {points} data points from metrics.jsonl. Hover a point for its value; click a run to hide or show it.</p>\
+<body><h1>{title}</h1><p class=\"meta\">{n} run(s), {points} data points from metrics.jsonl. Hover a point for its value (series of more than {MAX_DOTS} points have none); click a run to hide or show it.</p>\
 <div class=\"runs\">{buttons}</div>{body}<script>{SCRIPT}</script></body></html>",
         title = esc(title),
         n = runs.len(),
@@ -591,6 +672,72 @@ mod tests {
         assert_eq!(Axis::nice(0.0, 0.0, true).lo, 0.0, "a single non-negative value keeps the axis non-negative");
         assert_eq!(fmt_duration(59.4), "59 s");
         assert_eq!((fmt_duration(75.4), fmt_duration(754.0), fmt_duration(7300.0)), ("1m 15s".into(), "12m 34s".into(), "2h 01m".into()));
+    }
+
+    #[test]
+    fn moving_average_window_and_values() {
+        assert_eq!([61, 300, 1000, 2342, 3561].map(smooth_window), [5, 7, 21, 47, 71], "about 2%, at least 5, odd");
+        let avg = moving_average(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 5);
+        assert_eq!(avg, vec![2.0, 2.5, 3.0, 4.0, 4.5, 5.0], "centred; cut at the ends");
+        let avg = moving_average(&[0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0], 3);
+        assert_eq!(avg, vec![0.0, 0.0, 3.0, 3.0, 3.0, 0.0, 0.0]);
+        assert_eq!(moving_average(&[7.0], 5), vec![7.0]);
+        assert!(moving_average(&[], 5).is_empty());
+    }
+
+    /// The `points` of the first polyline after `marker` in `html`, as (x, y) pairs.
+    fn polyline(html: &str, marker: &str) -> Vec<(f64, f64)> {
+        let start = html.find(marker).unwrap_or_else(|| panic!("no {marker}"));
+        let pts = &html[start..];
+        let pts = &pts[pts.find("points=\"").unwrap() + 8..];
+        pts[..pts.find('"').unwrap()].split(' ').map(|p| p.split_once(',').map(|(x, y)| (x.parse().unwrap(), y.parse().unwrap())).unwrap()).collect()
+    }
+
+    #[test]
+    fn long_step_series_are_smoothed_and_lose_their_dots() {
+        // steps alternate between reward 0 and 1: a band of noise around 0.5
+        let steps = |n: u32| (1..=n).map(|s| json!({"kind": "step", "step": s, "reward_mean": (s % 2) as f64, "expansions_per_tree": 2})).collect::<Vec<_>>();
+        let evals = |n: u32| (1..=n).map(|s| json!({"kind": "eval", "step": s, "pass1": 0.01 * (s % 7) as f64})).collect::<Vec<_>>();
+        let long = RunData { name: "long".into(), records: [steps(61), evals(101)].concat() };
+        let short = RunData { name: "short".into(), records: [steps(60), evals(100)].concat() };
+        let html = render(&[long, short], "t");
+        let reward = figure(&html, "reward-step");
+        assert!(reward.contains("data-run=\"0\" data-series=\"reward_mean\" data-series-points=\"61\" data-smoothed-window=\"5\""), "{reward}");
+        assert!(reward.contains("data-run=\"1\" data-series=\"reward_mean\" data-series-points=\"60\">"), "60 points are drawn as they are");
+        assert_eq!(reward.matches("data-smoothed-window=").count(), 1);
+        assert!(reward.contains("long <small>(61 pts, avg of 5)</small>") && reward.contains("moving average"), "the legend names the window");
+        assert_eq!(reward.matches("<circle").count(), 60, "dots only for the short run");
+        assert_eq!(reward.matches("<g class=\"raw\" data-run=\"0\">").count(), 1, "the raw values stay, faint");
+        // the smoothed line has a point per step, and it is much flatter than the raw 0/1 values
+        let raw = polyline(reward, "<g class=\"raw\"").iter().map(|p| p.1).collect::<Vec<_>>();
+        let avg = polyline(reward, "<polyline class=\"smooth\"");
+        assert_eq!((raw.len(), avg.len()), (61, 61));
+        let spread = |v: &mut dyn Iterator<Item = f64>| v.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+        let (r0, r1) = spread(&mut raw.iter().copied());
+        let (a0, a1) = spread(&mut avg[2..59].iter().map(|p| p.1));
+        assert!((a1 - a0) < 0.25 * (r1 - r0), "window 5 over 0/1: 0.4..0.6 of the raw 0..1 span: {a0}..{a1} vs {r0}..{r1}");
+        // eval series are never smoothed; 101 points lose their dots, 100 keep them
+        let eval = figure(&html, "eval-step");
+        assert!(!eval.contains("data-smoothed-window") && !eval.contains("class=\"raw\""));
+        assert!(eval.contains("data-series-points=\"101\"") && eval.contains("data-series-points=\"100\""));
+        assert_eq!(eval.matches("<circle").count(), 100);
+    }
+
+    #[test]
+    fn long_names_fit_the_time_split() {
+        let times = vec![json!({"kind": "step", "step": 1, "time_generate_s": 3.0, "time_train_s": 1.0})];
+        let long = "deepsearch-keep-all-with-a-long-suffix";
+        let runs = [RunData { name: "deepsearch-noprune".into(), records: times.clone() }, RunData { name: long.into(), records: times }];
+        let html = render(&runs, "t");
+        let time = figure(&html, "time-split");
+        assert!(time.contains("<title>deepsearch-noprune</title>deepsearch-noprune</text>"), "{time}");
+        assert_eq!(shorten(long, MAX_LABEL_CHARS), "deepsearch-k…long-suffix");
+        assert!(time.contains(&format!("<title>{long}</title>deepsearch-k…long-suffix</text>")), "{time}");
+        // the bars start right of a column as wide as the longest shown name (~7 units a char)
+        let x: f64 = time[time.find("<rect x=\"").unwrap() + 9..].split('"').next().unwrap().parse().unwrap();
+        assert!(x >= 24.0 * 7.0, "label column {x}");
+        assert_eq!(shorten("grpo", 3), "grpo".chars().take(1).collect::<String>() + "…" + "o");
+        assert_eq!(shorten("ab", 3), "ab");
     }
 
     #[test]
