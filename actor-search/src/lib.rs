@@ -47,5 +47,5 @@ pub use direct::{sample_groups, CachedSolution, DirectInput};
 pub use dump::{tree_to_html, tree_to_json};
 pub use forest::{search_all, Forest, ForestStats};
 pub use output::{Group, GroupStats, Source, Trajectory, TreeOutcome, TreeStats};
-pub use policy::{ExpandRequest, Finish, Policy, PolicyError, PrefixKey, SamplingParams, Segment};
+pub use policy::{ExpandRequest, Finish, Metered, Policy, PolicyError, PrefixKey, SamplingParams, Segment};
 pub use search::{FinishedTree, Judge, TreeInput};

@@ -99,3 +99,45 @@ pub trait Policy {
     /// Maximum sequence length (prompt + response) the model accepts.
     fn max_context(&self) -> usize;
 }
+
+/// A policy that meters another: the requests it served, the tokens it generated and the wall
+/// time of its batched expansions (the actor's generation time, the token budget of a
+/// search-augmented evaluation). Everything else is forwarded.
+#[derive(Debug)]
+pub struct Metered<'a, P: ?Sized> {
+    pub inner: &'a mut P,
+    /// Expansion requests served.
+    pub requests: u64,
+    /// Tokens generated (all segments of all successful requests).
+    pub tokens: u64,
+    /// Wall time spent in [`Policy::expand`].
+    pub expand_time: std::time::Duration,
+}
+
+impl<'a, P: ?Sized> Metered<'a, P> {
+    pub fn new(inner: &'a mut P) -> Self {
+        Metered { inner, requests: 0, tokens: 0, expand_time: std::time::Duration::ZERO }
+    }
+}
+
+impl<P: Policy + ?Sized> Policy for Metered<'_, P> {
+    fn expand(&mut self, reqs: &[ExpandRequest]) -> Vec<Result<Vec<Segment>, PolicyError>> {
+        let t0 = std::time::Instant::now();
+        let out = self.inner.expand(reqs);
+        self.expand_time += t0.elapsed();
+        self.requests += reqs.len() as u64;
+        for segs in out.iter().flatten() {
+            self.tokens += segs.iter().map(|s| s.tokens.len() as u64).sum::<u64>();
+        }
+        out
+    }
+    fn release(&mut self, keys: &[PrefixKey]) {
+        self.inner.release(keys)
+    }
+    fn decode(&self, tokens: &[u32]) -> String {
+        self.inner.decode(tokens)
+    }
+    fn max_context(&self) -> usize {
+        self.inner.max_context()
+    }
+}

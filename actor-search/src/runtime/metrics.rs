@@ -114,9 +114,9 @@ counters! {
     verifier_calls,
     verifier_micros,
     /// Wall time of the policy thread's batches (generation, verification and search
-    /// bookkeeping), microseconds.
+    /// bookkeeping), microseconds, added when a batch ends.
     batch_micros,
-    /// Of which batched generation calls (`Policy::expand`), microseconds.
+    /// Of which batched generation calls (`Policy::expand`), microseconds, added with it.
     generate_micros,
 }
 

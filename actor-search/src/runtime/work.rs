@@ -23,6 +23,12 @@ pub trait PromptEncoder {
     fn encode_prompt(&self, problem: &Problem) -> Result<Vec<u32>, String>;
 }
 
+impl<P: PromptEncoder + ?Sized> PromptEncoder for crate::policy::Metered<'_, P> {
+    fn encode_prompt(&self, problem: &Problem) -> Result<Vec<u32>, String> {
+        self.inner.encode_prompt(problem)
+    }
+}
+
 /// What the async side reports for one item (mirrors `ReportOutcomeRequest`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {

@@ -12,7 +12,7 @@ use deepsearch_tasks::{registry, Problem, Verdict, Verifier, VerifierPool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::SearchConfig;
-use crate::policy::{ExpandRequest, Policy, PolicyError, PrefixKey, Segment};
+use crate::policy::{Metered, Policy};
 use crate::runtime::convert::WorkItem;
 use crate::runtime::metrics::ActorMetrics;
 use crate::runtime::work::{run_batch, BatchParams, ItemResult, PromptEncoder};
@@ -42,37 +42,6 @@ impl Verifier for PoolVerifier {
         let v = self.0.verify(problem, response);
         self.1.observe_verifier(t0.elapsed());
         v
-    }
-}
-
-/// Times every batched generation call into `generate_micros` (the rest of a batch, minus the
-/// verifier, is search bookkeeping).
-struct TimedPolicy<'a> {
-    inner: &'a mut dyn ActorPolicy,
-    metrics: &'a ActorMetrics,
-}
-
-impl Policy for TimedPolicy<'_> {
-    fn expand(&mut self, reqs: &[ExpandRequest]) -> Vec<Result<Vec<Segment>, PolicyError>> {
-        let t0 = std::time::Instant::now();
-        let out = self.inner.expand(reqs);
-        ActorMetrics::add(&self.metrics.generate_micros, t0.elapsed().as_micros() as u64);
-        out
-    }
-    fn release(&mut self, keys: &[PrefixKey]) {
-        self.inner.release(keys)
-    }
-    fn decode(&self, tokens: &[u32]) -> String {
-        self.inner.decode(tokens)
-    }
-    fn max_context(&self) -> usize {
-        self.inner.max_context()
-    }
-}
-
-impl PromptEncoder for TimedPolicy<'_> {
-    fn encode_prompt(&self, problem: &Problem) -> Result<Vec<u32>, String> {
-        self.inner.encode_prompt(problem)
     }
 }
 
@@ -159,11 +128,14 @@ impl PolicyWorker {
                             // direct keys + tree keys: 2 per item at most
                             next_key = next_key.wrapping_add(2 * items.len() as u64 + 2);
                             let t0 = std::time::Instant::now();
-                            let mut timed = TimedPolicy {
-                                inner: &mut *policy,
-                                metrics: &params.metrics,
-                            };
-                            let out = run_batch(&mut timed, &verifier, hook, &items, bp, &cancel);
+                            // generation time apart from the rest of the batch (verification
+                            // and search bookkeeping), both added when the batch ends
+                            let mut metered = Metered::new(&mut *policy);
+                            let out = run_batch(&mut metered, &verifier, hook, &items, bp, &cancel);
+                            ActorMetrics::add(
+                                &params.metrics.generate_micros,
+                                metered.expand_time.as_micros() as u64,
+                            );
                             ActorMetrics::add(
                                 &params.metrics.batch_micros,
                                 t0.elapsed().as_micros() as u64,

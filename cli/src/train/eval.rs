@@ -22,10 +22,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use deepsearch_learner::sft::{read_examples, train_sft, SftConfig};
 use deepsearch_policy::checkpoint::{PolicyModel, SaveOptions};
-use deepsearch_search::policy::{ExpandRequest, Policy, PolicyError, PrefixKey, Segment};
+use deepsearch_search::policy::{ExpandRequest, Policy, PrefixKey};
 use deepsearch_search::runtime::{PromptEncoder, Reloadable};
 use deepsearch_search::score::Outcome;
-use deepsearch_search::{Forest, Judge, SamplingParams, SearchConfig, TreeInput};
+use deepsearch_search::{Forest, Judge, Metered, SamplingParams, SearchConfig, TreeInput};
 use deepsearch_tasks::passk::{mean_pass_at_k, PassAtKError};
 use deepsearch_tasks::{countdown, registry, verify_catching, Problem, Verdict, Verifier};
 
@@ -284,33 +284,6 @@ pub struct SearchEval {
     pub stop: SearchStop,
 }
 
-/// The policy with a count of the tokens it generated and the requests it served.
-struct Counting<'a, P: ?Sized> {
-    inner: &'a mut P,
-    tokens: u64,
-    requests: u64,
-}
-
-impl<P: Policy + ?Sized> Policy for Counting<'_, P> {
-    fn expand(&mut self, reqs: &[ExpandRequest]) -> Vec<Result<Vec<Segment>, PolicyError>> {
-        let out = self.inner.expand(reqs);
-        self.requests += reqs.len() as u64;
-        for segs in out.iter().flatten() {
-            self.tokens += segs.iter().map(|s| s.tokens.len() as u64).sum::<u64>();
-        }
-        out
-    }
-    fn release(&mut self, keys: &[PrefixKey]) {
-        self.inner.release(keys)
-    }
-    fn decode(&self, tokens: &[u32]) -> String {
-        self.inner.decode(tokens)
-    }
-    fn max_context(&self) -> usize {
-        self.inner.max_context()
-    }
-}
-
 /// Searches `problem` with `policy` until a verified-correct leaf is found or `budget` tokens
 /// have been generated: tree after tree (salts 0, 1, ...), checking after every batched
 /// expansion, so the budget is exceeded by at most one expansion (`expansion_width ×
@@ -324,7 +297,7 @@ pub fn search_at_budget<P: Policy + ?Sized>(
     budget: u64,
     first_tree_id: u64,
 ) -> anyhow::Result<SearchEval> {
-    let mut pol = Counting { inner: policy, tokens: 0, requests: 0 };
+    let mut pol = Metered::new(policy);
     let mut res = SearchEval {
         id: input.problem.id.clone(),
         solved: false,
@@ -374,7 +347,7 @@ pub fn search_at_budget<P: Policy + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deepsearch_search::policy::Finish;
+    use deepsearch_search::policy::{Finish, PolicyError, Segment};
 
     fn pe(n: usize, correct: usize, tokens: usize) -> ProblemEval {
         ProblemEval { id: format!("p{correct}"), n, correct, verifier_errors: 0, tokens }
