@@ -31,7 +31,7 @@ use anyhow::{bail, Context};
 use deepsearch_search::runtime::PromptEncoder;
 use deepsearch_search::{Judge, SamplingParams, SearchConfig, TreeInput};
 use deepsearch_tasks::passk::default_ks;
-use deepsearch_tasks::{arithmetic, countdown, registry, source, Problem};
+use deepsearch_tasks::{registry, source, Problem, TaskError};
 use serde_json::{json, Value};
 
 use crate::cmd_actor::{EngineActor, ModelConfig};
@@ -160,23 +160,10 @@ fn load_problems(args: &Args) -> anyhow::Result<Vec<Problem>> {
             }
             loaded.problems
         }
-        None => {
-            let count = args.count.unwrap_or(100);
-            let bad = |e: serde_json::Error| anyhow::anyhow!("--params: {e}");
-            match args.task.as_str() {
-                countdown::TASK => countdown::generate(
-                    &serde_json::from_str(&args.params).map_err(bad)?,
-                    args.seed,
-                    count,
-                )?,
-                arithmetic::TASK => arithmetic::generate(
-                    &serde_json::from_str(&args.params).map_err(bad)?,
-                    args.seed,
-                    count,
-                )?,
-                other => bail!("task `{other}` has no built-in generator: give --data FILE"),
-            }
-        }
+        None => registry::generate(&args.task, &args.params, args.seed, args.count.unwrap_or(100)).map_err(|e| match e {
+            TaskError::UnknownTask(t) => anyhow::anyhow!("task `{t}` has no built-in generator: give --data FILE"),
+            e => anyhow::anyhow!("--params: {e}"),
+        })?,
     };
     if let Some(n) = args.count {
         problems.truncate(n);
@@ -188,14 +175,7 @@ fn load_problems(args: &Args) -> anyhow::Result<Vec<Problem>> {
 }
 
 fn search_config(args: &Args) -> anyhow::Result<SearchConfig> {
-    let mut base: SearchConfig = match &args.search_config {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
-        }
-        None => SearchConfig::default(),
-    };
+    let mut base = crate::cmd_search::read_search_config(args.search_config.as_deref())?;
     base.seed = args.seed;
     crate::cmd_search::apply_overrides(base, &args.set)
 }

@@ -8,8 +8,8 @@
 //! Without `--traces` each line is a problem (`id`, `prompt`, `answer`, `task`), the format the
 //! JSONL sources and `deepsearch verify --jsonl` read.
 
-use anyhow::{bail, Context};
-use deepsearch_tasks::{arithmetic, countdown, registry, Problem};
+use anyhow::Context;
+use deepsearch_tasks::{registry, Problem, TaskError};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -37,18 +37,9 @@ pub struct Args {
 }
 
 fn problems(args: &Args) -> anyhow::Result<Vec<Problem>> {
-    let bad = |e: serde_json::Error| anyhow::anyhow!("--params: {e}");
-    Ok(match args.task.as_str() {
-        "countdown" => {
-            let cfg: countdown::CountdownConfig = serde_json::from_str(&args.params).map_err(bad)?;
-            countdown::generate(&cfg, args.seed, args.count)?
-        }
-        "arithmetic" => {
-            let cfg: arithmetic::ArithmeticConfig =
-                serde_json::from_str(&args.params).map_err(bad)?;
-            arithmetic::generate(&cfg, args.seed, args.count)?
-        }
-        other => bail!("--task: unknown built-in task `{other}`"),
+    registry::generate(&args.task, &args.params, args.seed, args.count).map_err(|e| match e {
+        TaskError::UnknownTask(t) => anyhow::anyhow!("--task: unknown built-in task `{t}`"),
+        e => anyhow::anyhow!("--params: {e}"),
     })
 }
 

@@ -7,15 +7,15 @@
 //! --seed S --index I`). Search knobs: `--search-config FILE` (TOML of `SearchConfig`) and
 //! `--set search.key=value` overrides (values parsed as JSON, else taken as strings).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use deepsearch_search::runtime::PromptEncoder;
 use deepsearch_search::{
     search_all, tree_to_html, tree_to_json, Judge, Policy, SearchConfig, TreeInput,
 };
-use deepsearch_tasks::{arithmetic, countdown, registry, source, Problem};
+use deepsearch_tasks::{registry, source, Problem, TaskError};
 use serde_json::Value;
 
 use crate::cmd_actor::{EngineActor, ModelConfig};
@@ -111,26 +111,22 @@ fn load_problem(args: &Args) -> anyhow::Result<Problem> {
             .find(|p| &p.id == id)
             .with_context(|| format!("no problem with id {id:?} in {}", data.display()));
     }
-    let seed = args.seed.unwrap_or(0);
-    let n = args.index + 1;
-    let mut ps = match args.task.as_str() {
-        countdown::TASK => countdown::generate(&countdown::CountdownConfig::default(), seed, n)?,
-        arithmetic::TASK => arithmetic::generate(&arithmetic::ArithmeticConfig::default(), seed, n)?,
-        other => bail!("task {other:?} has no built-in generator: give --problem-json or --data with --problem-id"),
-    };
+    let mut ps = registry::generate(&args.task, "{}", args.seed.unwrap_or(0), args.index + 1).map_err(|e| match e {
+        TaskError::UnknownTask(t) => anyhow::anyhow!("task {t:?} has no built-in generator: give --problem-json or --data with --problem-id"),
+        e => e.into(),
+    })?;
     Ok(ps.pop().expect("generated index + 1 problems"))
 }
 
+/// The search settings of a TOML file (`SearchConfig`), or the defaults without one.
+pub fn read_search_config(file: Option<&Path>) -> anyhow::Result<SearchConfig> {
+    let Some(p) = file else { return Ok(SearchConfig::default()) };
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let base = match &args.search_config {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
-        }
-        None => SearchConfig::default(),
-    };
-    let cfg = apply_overrides(base, &args.set)?;
+    let cfg = apply_overrides(read_search_config(args.search_config.as_deref())?, &args.set)?;
     let problem = load_problem(&args)?;
     let verifier = registry::verifier_for(&problem.task)?;
     let model = ModelConfig {

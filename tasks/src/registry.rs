@@ -24,6 +24,19 @@ pub fn verifier_with(task: &str, math: &MathConfig) -> Result<Arc<dyn Verifier>,
     }
 }
 
+/// Problems `0..count` of `task`'s built-in generator with `seed`; `params` is a JSON object of
+/// its config's fields (omitted ones keep their defaults). Errors: [`TaskError::UnknownTask`]
+/// for a task without a generator ("math" or an unknown name), [`TaskError::Config`] for bad
+/// `params` or a config the generator rejects.
+pub fn generate(task: &str, params: &str, seed: u64, count: usize) -> Result<Vec<Problem>, TaskError> {
+    let bad = |e: serde_json::Error| TaskError::config(format!("generator params {params}: {e}"));
+    match task {
+        countdown::TASK => countdown::generate(&serde_json::from_str(params).map_err(bad)?, seed, count),
+        arithmetic::TASK => arithmetic::generate(&serde_json::from_str(params).map_err(bad)?, seed, count),
+        other => Err(TaskError::UnknownTask(other.to_string())),
+    }
+}
+
 /// The character set of a built-in generated task (`None` for "math": it is open text).
 pub fn alphabet(task: &str) -> Option<&'static str> {
     match task {
@@ -56,6 +69,22 @@ pub fn prefix_is_valid(problem: &Problem, partial: &str) -> bool {
 mod tests {
     use super::*;
     use crate::Verdict;
+
+    #[test]
+    fn generate_dispatches_and_names_bad_params() {
+        let a = generate(countdown::TASK, r#"{"min_numbers":3,"max_numbers":3}"#, 5, 4).unwrap();
+        let b = countdown::generate(
+            &countdown::CountdownConfig { min_numbers: 3, max_numbers: 3, ..Default::default() },
+            5,
+            4,
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(generate(arithmetic::TASK, "{}", 1, 3).unwrap(), arithmetic::generate(&Default::default(), 1, 3).unwrap());
+        assert!(matches!(generate(math::TASK, "{}", 0, 1), Err(TaskError::UnknownTask(t)) if t == "math"));
+        let e = generate(countdown::TASK, r#"{"min_numbrs":3}"#, 0, 1).unwrap_err().to_string();
+        assert!(e.contains("min_numbrs"), "{e}");
+    }
 
     #[test]
     fn dispatch() {
