@@ -195,20 +195,10 @@ fn resolve_run(args: &Args) -> anyhow::Result<(TrainConfig, Start)> {
             cfg.run.out_dir = o.clone();
         }
     }
-    let text = std::fs::read_to_string(&metrics).with_context(|| format!("reading {}", metrics.display()))?;
-    let (mut elapsed_before, mut tokens_before) = (0.0f64, 0u64);
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}:{}: invalid JSON", metrics.display(), i + 1))?;
-        if let Some(e) = v.get("elapsed_s").and_then(|e| e.as_f64()) {
-            elapsed_before = elapsed_before.max(e);
-        }
-        if let Some(g) = v.get("generated_tokens").and_then(|g| g.as_u64()) {
-            tokens_before = tokens_before.max(g);
-        }
-    }
+    // what earlier sessions spent (a malformed line is an error naming file and line)
+    let records = crate::report::load_run(&out)?.records;
+    let elapsed_before = records.iter().filter_map(|v| v.get("elapsed_s").and_then(|e| e.as_f64())).fold(0.0, f64::max);
+    let tokens_before = records.iter().filter_map(|v| v.get("generated_tokens").and_then(|g| g.as_u64())).max().unwrap_or(0);
     Ok((cfg, Start { resume: true, elapsed_before, tokens_before }))
 }
 
@@ -350,6 +340,10 @@ struct CoordFigures {
 }
 
 impl CoordFigures {
+    fn from_status(st: &deepsearch_proto::v1::GetStatusResponse) -> Self {
+        let by = |k: &str| st.problems_by_status.get(k).copied().unwrap_or(0);
+        CoordFigures { round: Some(st.round), hard_set: by("hard") + by("cached"), cache_problems: st.cache_problems, cache_share: st.cache_hit_rate }
+    }
     fn record(&self, step: u64, generated: u64) -> serde_json::Value {
         json!({"kind": "round", "round": self.round.unwrap_or(0), "hard_set": self.hard_set, "cache_share": self.cache_share,
             "cache_problems": self.cache_problems, "step": step, "generated_tokens": generated})
@@ -496,7 +490,8 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
     eprintln!("train: admin: deepsearch admin --coordinator {coord_addr} --token-file {} status", token_file.display());
 
     let t_start = Instant::now();
-    let elapsed = |t: &Instant| start.elapsed_before + t.elapsed().as_secs_f64();
+    let elapsed = || start.elapsed_before + t_start.elapsed().as_secs_f64();
+    let tokens_spent = |generated: u64| cfg.run.token_budget > 0 && generated >= cfg.run.token_budget;
     let deadline = tokio::time::sleep(budget);
     tokio::pin!(deadline);
     let ctrl_c = crate::config_load::shutdown_signal();
@@ -517,8 +512,7 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
             _ = &mut ctrl_c => { progress.line("train: interrupted; stopping cleanly (the learner writes a checkpoint)".into()); interrupted = true; break; }
             _ = tick.tick() => {
                 if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(2), status.status()).await {
-                    let by = |k: &str| st.problems_by_status.get(k).copied().unwrap_or(0);
-                    let now = CoordFigures { round: Some(st.round), hard_set: by("hard") + by("cached"), cache_problems: st.cache_problems, cache_share: st.cache_hit_rate };
+                    let now = CoordFigures::from_status(&st);
                     if let Some(r) = coord.round {
                         if st.round > r {
                             metrics.write(coord.record(last_step, prev.generated))?;
@@ -527,7 +521,7 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
                     coord = now;
                 }
                 let tot = ActorTotals::of(&actor_metrics, start.tokens_before);
-                if cfg.run.token_budget > 0 && tot.generated >= cfg.run.token_budget {
+                if tokens_spent(tot.generated) {
                     progress.line(format!("train: token budget reached ({} generated tokens)", tot.generated));
                     break;
                 }
@@ -546,10 +540,10 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
                 reward = s.reward_mean;
                 train_s += s.seconds;
                 let now = ActorTotals::of(&actor_metrics, start.tokens_before);
-                metrics.write(step_record(&s, &now, &prev, train_s, elapsed(&t_start)))?;
+                metrics.write(step_record(&s, &now, &prev, train_s, elapsed()))?;
                 prev = now;
-                let budget_spent = cfg.run.token_budget > 0 && now.generated >= cfg.run.token_budget;
-                progress.line(format!("step {:>4}  reward {:+.3}  correct {:.3}  loss {:+.4}  tokens {}  {:.0}s", s.step, s.reward_mean, s.correct_fraction, s.loss, now.generated, elapsed(&t_start)));
+                let budget_spent = tokens_spent(now.generated);
+                progress.line(format!("step {:>4}  reward {:+.3}  correct {:.3}  loss {:+.4}  tokens {}  {:.0}s", s.step, s.reward_mean, s.correct_fraction, s.loss, now.generated, elapsed()));
                 if cfg.eval.every_steps > 0 && s.step % cfg.eval.every_steps == 0 {
                     if let Some(r) = eval_latest(&evaluator, &latest).await? {
                         pass1 = r.pass1;
@@ -589,12 +583,11 @@ async fn serve_all(cfg: &TrainConfig, base: &Path, mut metrics: MetricsFile, eva
         last_step = s.step;
         train_s += s.seconds;
         let now = ActorTotals::of(&actor_metrics, start.tokens_before);
-        metrics.write(step_record(&s, &now, &prev, train_s, elapsed(&t_start)))?;
+        metrics.write(step_record(&s, &now, &prev, train_s, elapsed()))?;
         prev = now;
     }
     if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(2), status.status()).await {
-        let by = |k: &str| st.problems_by_status.get(k).copied().unwrap_or(0);
-        coord = CoordFigures { round: Some(st.round), hard_set: by("hard") + by("cached"), cache_problems: st.cache_problems, cache_share: st.cache_hit_rate };
+        coord = CoordFigures::from_status(&st);
     }
     if coord.round.is_some() {
         metrics.write(coord.record(last_step, prev.generated))?;

@@ -12,7 +12,8 @@ fn bootstrap_cache() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("train-e2e-bootstrap")
 }
 
-/// `deepsearch train` with the short test settings, `--out out` and `extra` args.
+/// `deepsearch train` with the short test settings, `--out out` and `extra` args; stdout and
+/// stderr piped.
 fn train_cmd(out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_deepsearch"));
     c.env("RUST_LOG", "warn").args(["train", "--out"]).arg(out);
@@ -30,7 +31,7 @@ fn train_cmd(out: &Path, extra: &[&str]) -> Command {
         c.args(["--set", kv]);
     }
     c.args(["--set", &format!("bootstrap.cache_dir={:?}", bootstrap_cache().display().to_string())]);
-    c.args(extra);
+    c.args(extra).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     c
 }
 
@@ -59,11 +60,7 @@ fn records(out: &Path) -> Vec<serde_json::Value> {
 fn train_writes_a_complete_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let child = train_cmd(&out, &["--set", "run.time_budget=15s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = train_cmd(&out, &["--set", "run.time_budget=15s"]).spawn().unwrap();
     let o = wait_child(child, 300, "deepsearch train");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "deepsearch train failed: {}\n{stderr}", o.status);
@@ -135,11 +132,7 @@ fn train_writes_a_complete_run_folder() {
 fn interrupted_run_resumes_from_its_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let child = train_cmd(&out, &["--set", "run.time_budget=10m", "--set", "eval.every_steps=0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = train_cmd(&out, &["--set", "run.time_budget=10m", "--set", "eval.every_steps=0"]).spawn().unwrap();
     // interrupt once two steps are recorded
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
@@ -166,11 +159,7 @@ fn interrupted_run_resumes_from_its_checkpoint() {
     // resume with a budget that leaves a few seconds (the first session used some of it)
     let spent = before.iter().filter_map(|r| r["elapsed_s"].as_f64()).fold(0.0, f64::max);
     let budget = format!("run.time_budget={}s", spent.ceil() as u64 + 12);
-    let child = train_cmd(&out, &["--resume", "--set", &budget])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = train_cmd(&out, &["--resume", "--set", &budget]).spawn().unwrap();
     let o = wait_child(child, 300, "the resumed run");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "resumed run failed: {stderr}");
