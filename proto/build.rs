@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "deepsearch/v1/types.proto",
         "deepsearch/v1/coordinator.proto",
         "deepsearch/v1/learner.proto",
+        "deepsearch/v1/learner_rendezvous.proto",
         "deepsearch/v1/admin.proto",
     ];
     for p in &protos {

@@ -17,9 +17,9 @@
 # "$SLURM_JOB_NODELIST"`). Each host name must resolve from the others (it is also the address
 # the roles use), and the binary and the model must exist at the same path on every host.
 # ssh mode copies the configs to each host; srun mode needs --workdir on a shared filesystem.
-# Learner ranks: `deepsearch learner` takes --rank/--world-size (or RANK/WORLD_SIZE) and today
-# refuses world size > 1 (multi-rank data parallelism is not wired into the CLI yet), so keep
-# --learner-ranks 1 until it is; the launcher already passes ranks, MASTER_ADDR and MASTER_PORT.
+# Learner ranks: `deepsearch learner` takes --rank/--world-size (or RANK/WORLD_SIZE) and finds
+# rank 0 at MASTER_ADDR:MASTER_PORT; with --learner-ranks > 1 the learner's checkpoint_dir must be
+# on a shared filesystem (every rank resumes from it).
 set -euo pipefail
 
 usage() {
@@ -175,9 +175,6 @@ echo "launch: $LAUNCHER on ${#HOSTS[@]} host(s); coordinator $COORD, learner ran
 for ((k = 0; k < ${#NAMES[@]}; k++)); do
     printf 'launch: %-14s on %-20s %s\n' "${NAMES[k]}" "${HOSTS[${WHERE[k]}]}" "${CMDS[k]}"
 done
-if ((RANKS > 1)); then
-    log "warning: --learner-ranks $RANKS: \`deepsearch learner\` refuses world size > 1 until multi-rank data parallelism is wired into the CLI"
-fi
 if ((DRY == 1)); then
     echo "launch: dry run; configs that would be written:"
     for f in "$STAGE"/*.toml; do echo "----- $WORKDIR/$(basename "$f")"; cat "$f"; done

@@ -2,7 +2,8 @@
 //!
 //! One service per `.proto` file under `deepsearch/v1/`: [`v1::coordinator_service_server`]
 //! (actors and the learner talk to the coordinator), [`v1::learner_service_server`] (actors stream
-//! trajectories to the learner and fetch weights) and [`v1::admin_service_server`] (operators).
+//! trajectories to the learner and fetch weights), [`v1::learner_rendezvous_server`] (learner ranks
+//! other than 0 join rank 0 and follow its steps) and [`v1::admin_service_server`] (operators).
 //! Shared messages live in `types.proto`. This crate holds only generated code and the descriptor
 //! set for server reflection; validation into domain types happens at each server's edge.
 

@@ -17,6 +17,10 @@
 //!    (step and policy version continue) and writes one every `checkpoint_every_steps` steps,
 //!    before that step's version is announced, and at a clean shutdown ([`publish`]).
 //!
+//! 5. with several learner processes (data parallelism), rank 0 runs this runtime with a
+//!    [`ranks::LeaderTrainer`] that hands each step's groups to the other ranks, which run
+//!    [`ranks::follow_steps`]; a collective failure stops the runtime with that error ([`ranks`]).
+//!
 //! Entry point: [`run_learner`]. [`PolicyTrainer`] adapts the Tree-GRPO [`crate::Learner`].
 
 pub mod config;
@@ -24,6 +28,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod policy_trainer;
 pub mod publish;
+pub mod ranks;
 pub mod service;
 
 use std::future::Future;
@@ -227,6 +232,7 @@ pub async fn run_learner_with<T: Trainer>(
     let v0 = initial.published.version;
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_now = stop_tx.clone();
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -266,7 +272,11 @@ pub async fn run_learner_with<T: Trainer>(
     tracing::info!(%addr, version = v0, "learner listening");
 
     let stepped = step_loop(&shared, &trainer, &version_tx, stop_rx.clone()).await;
-    if shared.cfg.checkpoint_dir.is_some() && trainer.is_alive() {
+    if stepped.is_err() {
+        // the trainer is gone or the rank group broke: stop serving now
+        let _ = stop_now.send(true);
+    }
+    if shared.cfg.checkpoint_dir.is_some() && trainer.is_alive() && stepped.is_ok() {
         // a clean stop keeps every step (a kill -9 keeps those up to the last periodic one)
         match trainer.checkpoint().await {
             Ok(done) => match done.checkpoint {
@@ -325,6 +335,12 @@ async fn step_loop(shared: &Arc<Shared>, trainer: &TrainerThread, version_tx: &w
                     let _ = version_tx.send(v);
                 }
                 Err(e) if !trainer.is_alive() => return Err(e),
+                // a broken rank group (dead or silent peer): every rank must stop, rank 0 too
+                Err(e) if ranks::is_fatal(&e) => {
+                    shared.metrics.step_failures.inc();
+                    tracing::error!(error = %e, "collective failed: the learner group is broken; stopping");
+                    return Err(e);
+                }
                 Err(e @ LearnerError::NoSignal { .. }) => {
                     tracing::debug!(error = %e, "step skipped: no group with signal");
                 }
