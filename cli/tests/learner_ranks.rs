@@ -52,7 +52,7 @@ fn spawn_learner(cfg: &Path, extra: &[&str]) -> ChildProc {
 /// Trajectory `i` of group `g` (4 per group, 2 correct and 2 wrong, responses of 3–6 tokens).
 fn traj(g: usize, i: usize) -> pb::Trajectory {
     let len = 3 + (g + i) % 4;
-    let correct = i % 2 == 0;
+    let correct = i.is_multiple_of(2);
     let response: Vec<u32> = (0..len).map(|k| 3 + ((g * 5 + i * 3 + k) % 9) as u32).collect();
     let score = if correct { 1.0 } else { -1.0 };
     pb::Trajectory {
@@ -64,7 +64,7 @@ fn traj(g: usize, i: usize) -> pb::Trajectory {
         segment_ends: vec![2, len as u32],
         sampling_logprobs: (0..len).map(|k| -0.5 - 0.25 * ((k + i) % 5) as f32).collect(),
         entropies: vec![1.0; len],
-        token_scores: (0..len).map(|k| if k < 2 { 0.3 * score as f32 } else { score as f32 }).collect(),
+        token_scores: (0..len).map(|k| if k < 2 { 0.3 * score } else { score }).collect(),
         terminal_score: score,
         verdict: if correct { pb::Verdict::Correct } else { pb::Verdict::Wrong } as i32,
         source: pb::TrajectorySource::Search as i32,

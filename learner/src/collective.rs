@@ -4,7 +4,9 @@
 //!
 //! Implementations: [`SingleProcess`] (world of one, no-ops); [`ThreadGroup`] (ranks as threads of
 //! one process, for CPU tests: a shared slot + condition variable, summation in rank order so
-//! every rank gets bit-identical results); `NcclCollective` (feature `cuda`, in [`crate::nccl`]).
+//! every rank gets bit-identical results); [`crate::TcpCollective`] (ranks as processes on CPUs,
+//! over TCP through rank 0; what `deepsearch learner --world-size W` uses without CUDA);
+//! `NcclCollective` (feature `cuda`, in `crate::nccl`).
 //!
 //! No silent hangs (design, complaint #1): every wait has a deadline; past it the call returns
 //! [`LearnerError::CollectiveTimeout`] naming the operation, the rank and the missing ranks, and the

@@ -12,6 +12,9 @@
 //!   over TCP in [`tcp_collective`]; NCCL in `nccl` behind the `cuda` feature) with deadlines on
 //!   every wait. `deepsearch learner --world-size W` wires them up across processes
 //!   ([`runtime::ranks`]: rendezvous over gRPC, rank 0 hands each step's groups to the others).
+//! - [`checkpoint`]: atomic HF-layout checkpoints with optimizer and trainer state, resume.
+//! - [`weights`]: weight publication as checksummed safetensors chunks and verified reassembly.
+//! - [`sft`]: supervised bootstrapping on solution traces (`deepsearch sft`).
 //!
 //! Multi-process data parallelism on a cluster, one process per GPU (torchrun-style variables;
 //! every rank reads the same config and, to resume, the same `checkpoint_dir` on a shared volume):
@@ -21,9 +24,6 @@
 //! RANK=<global rank> WORLD_SIZE=<W> LOCAL_RANK=<i> MASTER_ADDR=<rank 0 host> MASTER_PORT=29500 \
 //!   deepsearch learner --config learner.toml      # [model] device = "cuda", binary built with --features cuda
 //! ```
-//! - [`checkpoint`]: atomic HF-layout checkpoints with optimizer and trainer state, resume.
-//! - [`weights`]: weight publication as checksummed safetensors chunks and verified reassembly.
-//! - [`sft`]: supervised bootstrapping on solution traces (`deepsearch sft`).
 pub mod batch;
 pub mod checkpoint;
 pub mod collective;

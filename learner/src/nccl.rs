@@ -2,7 +2,8 @@
 //! of gradients and broadcast of weights between learner ranks, one per GPU.
 //!
 //! - The unique id: rank 0 calls [`new_unique_id`] and hands the 128 bytes to the other ranks
-//!   (the learner runtime sends them over gRPC); each rank builds [`NcclCollective::new`].
+//!   (`deepsearch learner` sends them over gRPC: `crate::runtime::ranks`, `JoinGroup`); each rank
+//!   builds [`NcclCollective::new`].
 //! - One OS thread owns the communicator (`ncclComm_t` is used from that thread only); callers
 //!   send it jobs over a channel (style rule 9).
 //! - Tensors: each bucket of tensors is flattened into one contiguous CUDA buffer; the caller

@@ -1,7 +1,8 @@
 //! The learner-group rendezvous and step hand-off (issue #5; `runtime::ranks`) over real gRPC on
 //! 127.0.0.1: joining checks world size, rank and backend; rank 0's [`LeaderTrainer`] hands
 //! each step's groups to a follower, and both ranks (thread collectives) end with the weights of
-//! one rank trained on everything; a stop from rank 0 ends the follower cleanly.
+//! one rank trained on everything; a stop from rank 0 ends the follower cleanly; a follower that
+//! resumed another checkpoint is refused with an error saying so, and rank 0 does not hang.
 
 mod common;
 
@@ -97,4 +98,30 @@ async fn a_follower_trains_on_rank_0s_steps_and_stops_with_it() {
     assert_eq!(common::max_diff(&got0, &got1), 0.0, "ranks must hold identical weights");
     let d = common::max_diff(&got0, &want);
     assert!(d < 2e-5, "2 ranks vs 1 rank: max weight difference {d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_from_another_checkpoint_is_a_clear_error_on_both_ranks() {
+    let rv = Rendezvous::new(info(2));
+    let (addr, _stop) = serve(rv.clone()).await;
+    let mut cs = ThreadGroup::new(2, Duration::from_secs(3), 1000);
+    let (c1, c0) = (cs.pop().unwrap(), cs.pop().unwrap());
+    let rt = tokio::runtime::Handle::current();
+    let follower = std::thread::spawn(move || {
+        let mut l = Learner::new(common::cfg(), common::tiny_model(7), Box::new(c1)).unwrap();
+        l.step = 5; // as if it had restored a newer checkpoint than rank 0
+        let mut t = PolicyTrainer::new(l, "{}".into());
+        let (_never, stop) = tokio::sync::watch::channel(false);
+        ranks::follow_steps(&rt, &addr, 1, &mut t, stop)
+    });
+    let leader = tokio::task::spawn_blocking(move || {
+        let l = Learner::new(common::cfg(), common::tiny_model(7), Box::new(c0)).unwrap();
+        let mut t = LeaderTrainer::new(PolicyTrainer::new(l, "{}".into()), rv, Duration::from_secs(30));
+        t.train_step(common::synthetic_groups(5, 4, 4, 0))
+    });
+    let e = follower.join().unwrap().unwrap_err().to_string();
+    assert!(e.contains("this rank is at step 5 but rank 0 is at step 0") && e.contains("checkpoint_dir"), "{e}");
+    // rank 0 is not left waiting: its all-reduce fails within the collective deadline
+    let e = leader.await.unwrap().unwrap_err().to_string();
+    assert!(e.contains("all_reduce") && e.contains("[1]"), "{e}");
 }
