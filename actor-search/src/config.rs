@@ -49,6 +49,22 @@ pub enum SelectionKind {
     Uct,
 }
 
+/// Which score the tokens of a searched trajectory's intermediate segments get (spec §6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditKind {
+    /// Node-level credit, the spec's Tree-GRPO target: segment j scores `tanh(value_j / eps_q) ·
+    /// q_max` (the last segment the terminal reward). The default.
+    #[default]
+    Node,
+    /// Outcome credit: every token scores the trajectory's terminal reward, as in GRPO/DAPO, so
+    /// the tree only chooses which trajectories are trained on. An ablation of node-level credit:
+    /// with the mean-only baseline μ over terminal scores, a tree with few correct leaves gives
+    /// the intermediate segments of its wrong paths `tanh(value) − μ > 0` (value ≥ −1, μ near
+    /// −1), a positive advantage; outcome credit keeps their sign negative.
+    Outcome,
+}
+
 /// Terminal rewards (spec §2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -187,6 +203,8 @@ pub struct SearchConfig {
     pub q_eps: f64,
     /// q_max of the node score target (spec §6). Default 1.0.
     pub q_max: f64,
+    /// Score of intermediate segments: `node` (spec §6) or `outcome` (ablation). Default `node`.
+    pub credit: CreditKind,
     /// Garbled-output filter (spec §7).
     pub garbled: GarbledConfig,
     /// Mark a child whose text the prefix hook says is already invalid as a wrong terminal at once
@@ -219,6 +237,7 @@ impl Default for SearchConfig {
             max_expansions: 1024,
             q_eps: 1.0,
             q_max: 1.0,
+            credit: CreditKind::Node,
             garbled: GarbledConfig::default(),
             prune_invalid_prefixes: false,
             max_policy_errors: 2,

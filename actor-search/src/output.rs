@@ -4,12 +4,12 @@
 //!
 //! Scores are built only here, from the finished tree: `r_j = tanh(value_j / eps_q) · q_max` for
 //! intermediate nodes, the terminal reward for the last segment, plus the overlong penalty on every
-//! token (spec §6). Advantages (`A = score − μ`) are the learner's business.
+//! token (spec §6); under `credit = outcome` every segment scores the terminal reward. Advantages (`A = score − μ`) are the learner's business.
 
 use deepsearch_tasks::Verdict;
 use serde::{Deserialize, Serialize};
 
-use crate::config::SearchConfig;
+use crate::config::{CreditKind, SearchConfig};
 use crate::score::{node_score_target, overlong_penalty, reward_of, Outcome};
 use crate::tree::{NodeId, Tree};
 
@@ -204,7 +204,7 @@ pub fn search_trajectory(
     };
     for (j, &id) in nodes.iter().enumerate() {
         let n = tree.node(id);
-        let r = if j + 1 == nodes.len() {
+        let r = if j + 1 == nodes.len() || cfg.credit == CreditKind::Outcome {
             reward
         } else {
             node_score_target(n.value, cfg.q_eps, cfg.q_max)
@@ -313,6 +313,27 @@ mod tests {
         assert!(tr.entropies.is_empty());
         assert_eq!(tr.logprobs, vec![-0.5; 6]);
         assert_eq!((tr.source, tr.policy_version), (Source::Search, 5));
+    }
+
+    #[test]
+    fn outcome_credit_scores_every_segment_with_the_terminal_reward() {
+        // root → A (3 tokens) → B (2 tokens, wrong); node credit gives A tanh(value_A) > −1
+        let mut cfg = SearchConfig::default();
+        let mut t = Tree::new(Arc::new(vec![9]), EntropyKind::Nll);
+        t.add_children(0, vec![kid(&[1, 2, 3], false)]);
+        t.add_children(1, vec![kid(&[4, 5], true)]);
+        let term = t.node_mut(2).terminal.as_mut().unwrap();
+        term.outcome = Some(Outcome::Wrong);
+        term.verdict = Verdict::Wrong;
+        backup(&mut t, 2, -1.0, cfg.backup, cfg.gamma_min);
+        // A: w = 2/3, value −2/3 → node score tanh(−2/3) = −0.58278295
+        let node = search_trajectory(&cfg, &t, "p", 2, 0);
+        assert!((node.token_scores[0] + 0.582_782_95).abs() < 1e-6, "{:?}", node.token_scores);
+        assert_eq!(&node.token_scores[3..], &[-1.0, -1.0]);
+        cfg.credit = CreditKind::Outcome;
+        let out = search_trajectory(&cfg, &t, "p", 2, 0);
+        assert_eq!(out.token_scores, vec![-1.0; 5]);
+        assert_eq!((out.terminal_score, out.segment_ends.clone()), (-1.0, vec![3, 5]));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct Args {
 }
 
 /// The config file with the `--set`s, validated; errors name the file.
-fn load(path: &std::path::Path, sets: &[String]) -> anyhow::Result<CoordinatorConfig> {
+pub(crate) fn load(path: &std::path::Path, sets: &[String]) -> anyhow::Result<CoordinatorConfig> {
     let cfg: CoordinatorConfig = crate::config_load::load(Some(path), sets)?;
     cfg.validate().with_context(|| format!("in {}", path.display()))?;
     Ok(cfg)

@@ -82,13 +82,13 @@ pub struct Args {
 /// `[model]`: which checkpoint to train.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct ModelSection {
+pub(crate) struct ModelSection {
     /// Hugging Face checkpoint folder. Required.
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Device. Default "cpu".
-    device: String,
+    pub(crate) device: String,
     /// Parameter dtype. Default "f32".
-    dtype: String,
+    pub(crate) dtype: String,
 }
 
 impl Default for ModelSection {
@@ -100,13 +100,13 @@ impl Default for ModelSection {
 /// The whole learner config file.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct FileConfig {
-    model: ModelSection,
-    learner: LearnerConfig,
-    runtime: LearnerRuntimeConfig,
+pub(crate) struct FileConfig {
+    pub(crate) model: ModelSection,
+    pub(crate) learner: LearnerConfig,
+    pub(crate) runtime: LearnerRuntimeConfig,
 }
 
-fn load(path: &Path, sets: &[String]) -> anyhow::Result<FileConfig> {
+pub(crate) fn load(path: &Path, sets: &[String]) -> anyhow::Result<FileConfig> {
     let cfg: FileConfig = crate::config_load::load(Some(path), sets)?;
     if cfg.model.path.as_os_str().is_empty() {
         bail!("{}: `model.path` is required", path.display());

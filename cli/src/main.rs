@@ -16,6 +16,8 @@ mod cmd_train;
 mod cmd_verify;
 mod config_load;
 mod report;
+#[cfg(test)]
+mod shipped_configs;
 mod train;
 
 #[derive(Parser, Debug)]
