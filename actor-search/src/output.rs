@@ -153,6 +153,15 @@ pub struct Group {
     pub stats: GroupStats,
 }
 
+/// Fraction of correct trajectories over all of `groups` (0 when there are none).
+pub fn pass_rate(groups: &[Group]) -> f64 {
+    let (ok, all) = groups
+        .iter()
+        .flat_map(|g| &g.trajectories)
+        .fold((0, 0), |(o, a), t| (o + usize::from(t.verdict.is_correct()), a + 1));
+    ok as f64 / all.max(1) as f64
+}
+
 /// p_len of a response of `len` tokens under `cfg` (spec §2).
 pub fn penalty_for(cfg: &SearchConfig, len: usize) -> f64 {
     overlong_penalty(

@@ -61,13 +61,7 @@ pub(crate) fn init_model(task: &str, seed: u64) -> anyhow::Result<PolicyModel> {
         _ => deepsearch_tasks::arithmetic::alphabet(),
     };
     let tok = PolicyTokenizer::char_level(alphabet)?;
-    let mut cfg = Qwen2Config::tiny(tok.vocab_size() as i64);
-    cfg.hidden_size = 96;
-    cfg.intermediate_size = 256;
-    cfg.num_hidden_layers = 3;
-    cfg.num_attention_heads = 4;
-    cfg.num_key_value_heads = 2;
-    cfg.max_position_embeddings = 512;
+    let cfg = Qwen2Config::bootstrap(tok.vocab_size() as i64);
     Ok(PolicyModel::init_random(&cfg, tok, seed)?)
 }
 

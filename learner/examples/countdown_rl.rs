@@ -14,7 +14,8 @@ use deepsearch_learner::{Learner, LearnerConfig, SingleProcess};
 use deepsearch_policy::engine::{Engine, EngineConfig};
 use deepsearch_policy::search_policy::EnginePolicy;
 use deepsearch_policy::PolicyModel;
-use deepsearch_search::{sample_groups, DirectInput, Group, SearchConfig, TreeInput};
+use deepsearch_search::output::pass_rate;
+use deepsearch_search::{sample_groups, DirectInput, SearchConfig, TreeInput};
 use deepsearch_tasks::countdown::{self, CountdownConfig, CountdownVerifier};
 use deepsearch_tasks::Problem;
 
@@ -35,14 +36,6 @@ fn inputs(model: &PolicyModel, problems: &[Problem], k: usize, salt: u64) -> Vec
             cached: vec![],
         })
         .collect()
-}
-
-fn pass_rate(groups: &[Group]) -> f64 {
-    let (ok, all) = groups
-        .iter()
-        .flat_map(|g| &g.trajectories)
-        .fold((0, 0), |(o, a), t| (o + usize::from(t.verdict.is_correct()), a + 1));
-    ok as f64 / all.max(1) as f64
 }
 
 fn main() {

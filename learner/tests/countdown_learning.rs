@@ -20,21 +20,15 @@ use deepsearch_learner::{Learner, LearnerConfig, SingleProcess};
 use deepsearch_policy::engine::{Engine, EngineConfig};
 use deepsearch_policy::search_policy::EnginePolicy;
 use deepsearch_policy::{PolicyModel, PolicyTokenizer, Qwen2Config};
-use deepsearch_search::{sample_groups, DirectInput, Group, SearchConfig, TreeInput};
+use deepsearch_search::output::pass_rate;
+use deepsearch_search::{sample_groups, DirectInput, SearchConfig, TreeInput};
 use deepsearch_tasks::countdown::{self, CountdownConfig, CountdownVerifier};
 use deepsearch_tasks::Problem;
 
-/// The bootstrap model of `deepsearch train` (`cli/src/cmd_sft.rs::init_model`).
+/// The bootstrap model of `deepsearch train`, before SFT.
 fn init_model(seed: u64) -> PolicyModel {
     let tok = PolicyTokenizer::char_level(countdown::alphabet()).unwrap();
-    let mut cfg = Qwen2Config::tiny(tok.vocab_size() as i64);
-    cfg.hidden_size = 96;
-    cfg.intermediate_size = 256;
-    cfg.num_hidden_layers = 3;
-    cfg.num_attention_heads = 4;
-    cfg.num_key_value_heads = 2;
-    cfg.max_position_embeddings = 512;
-    PolicyModel::init_random(&cfg, tok, seed).unwrap()
+    PolicyModel::init_random(&Qwen2Config::bootstrap(tok.vocab_size() as i64), tok, seed).unwrap()
 }
 
 fn inputs(model: &PolicyModel, problems: &[Problem], k: usize, salt: u64) -> Vec<DirectInput> {
@@ -50,14 +44,6 @@ fn inputs(model: &PolicyModel, problems: &[Problem], k: usize, salt: u64) -> Vec
             cached: vec![],
         })
         .collect()
-}
-
-fn pass_rate(groups: &[Group]) -> f64 {
-    let (ok, all) = groups
-        .iter()
-        .flat_map(|g| &g.trajectories)
-        .fold((0, 0), |(o, a), t| (o + usize::from(t.verdict.is_correct()), a + 1));
-    ok as f64 / all.max(1) as f64
 }
 
 #[test]

@@ -12,7 +12,8 @@ use deepsearch_learner::weights::{apply, named_tensors, publish, Reassembler};
 use deepsearch_learner::{Learner, LearnerConfig, SingleProcess};
 use deepsearch_policy::engine::{Engine, EngineConfig};
 use deepsearch_policy::search_policy::EnginePolicy;
-use deepsearch_search::{sample_groups, DirectInput, Group, SearchConfig, TreeInput};
+use deepsearch_search::output::pass_rate;
+use deepsearch_search::{sample_groups, DirectInput, SearchConfig, TreeInput};
 use deepsearch_tasks::{Problem, Verdict, Verifier};
 use std::sync::Arc;
 
@@ -26,14 +27,6 @@ impl Verifier for FirstCharVerifier {
             None => Verdict::Unparsable,
         }
     }
-}
-
-fn pass_rate(groups: &[Group]) -> f64 {
-    let (ok, all) = groups
-        .iter()
-        .flat_map(|g| &g.trajectories)
-        .fold((0, 0), |(o, a), t| (o + usize::from(t.verdict.is_correct()), a + 1));
-    ok as f64 / all.max(1) as f64
 }
 
 #[test]
